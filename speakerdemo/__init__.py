@@ -1,0 +1,1 @@
+"""speakerdemo: speaker embeddings, verification and identification, with a Gradio demo."""
