@@ -1,0 +1,316 @@
+"""SpeakerEncoder: audio -> features -> model -> Embedding. The one object the app and scripts use.
+
+A checkpoint is a folder (or Hub repo) with ``config.json`` (front end, encoder, head, class
+names, calibration) and ``model.safetensors``; nothing is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from huggingface_hub import PyTorchModelHubMixin, hf_hub_download
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+from torch import nn
+
+from .audio import HOP_SECONDS, MAX_SECONDS, MIN_SPEECH_SECONDS, AudioError, detect_speech, load_audio, speech_regions
+from .features import FrontEnd, FrontEndConfig
+from .losses import build_head
+from .models import build_encoder
+from .scoring import Calibration
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+DEFAULT_THRESHOLD = 0.5
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be found, read or trusted; the message says which and why."""
+
+
+@dataclass
+class Embedding:
+    """One clip's embedding, with what the model saw and where it looked.
+
+    ``attention`` holds the pooling weights per feature frame (zero where no speech was
+    detected), ``frame_times`` the time of each frame in the input clip in seconds.
+    """
+
+    vector: np.ndarray
+    attention: np.ndarray
+    mel: np.ndarray
+    frame_times: np.ndarray
+    speech_mask: np.ndarray
+    speech_seconds: float
+    duration_seconds: float
+    class_logits: np.ndarray | None = None
+
+    @property
+    def speech_regions(self) -> list[tuple[float, float]]:
+        return speech_regions(self.speech_mask_10ms, HOP_SECONDS)
+
+    @property
+    def speech_mask_10ms(self) -> np.ndarray:
+        """The speech mask resampled to the VAD's 10 ms grid over the input clip."""
+        frames = int(round(self.duration_seconds / HOP_SECONDS)) + 1
+        grid = np.arange(frames) * HOP_SECONDS
+        index = np.clip(np.searchsorted(self.frame_times, grid), 0, len(self.frame_times) - 1)
+        return self.speech_mask[index]
+
+
+@dataclass
+class _Clip:
+    """Log-mel features of one clip and which of its frames are speech, ready to be windowed."""
+
+    feats: torch.Tensor
+    mel: np.ndarray
+    frame_times: np.ndarray
+    speech: np.ndarray
+    duration: float
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+class SpeakerEncoder(
+    nn.Module,
+    PyTorchModelHubMixin,
+    library_name="speakerdemo",
+    tags=["speaker-verification", "speaker-identification", "speaker-embedding", "audio"],
+    license="apache-2.0",
+):
+    """Front end + encoder (+ optional classification head) with a calibrated threshold.
+
+    ``window_seconds`` bounds memory on long clips: they are embedded in windows whose
+    embeddings are averaged, weighted by their speech frames.
+    """
+
+    def __init__(
+        self,
+        frontend: dict | None = None,
+        encoder: dict | None = None,
+        head: dict | None = None,
+        classes: list[str] | None = None,
+        calibration: dict | None = None,
+        window_seconds: float = 20.0,
+    ) -> None:
+        super().__init__()
+        self.frontend = FrontEnd(FrontEndConfig(**(frontend or {})))
+        self.encoder_config = dict(encoder or {"name": "ecapa_tdnn", "channels": 512})
+        self.model = build_encoder(n_mels=self.frontend.config.n_mels, **self.encoder_config)
+        self.head_config = dict(head) if head else None
+        self.classes = list(classes) if classes else None
+        self.head = None
+        if self.head_config:
+            if not self.classes:
+                raise CheckpointError("A checkpoint with a classification head must list its classes.")
+            self.head = build_head(
+                embed_dim=self.model.embed_dim, n_classes=len(self.classes), **self.head_config
+            )
+        self.calibration = Calibration.from_dict(calibration) if calibration else None
+        self.window_seconds = float(window_seconds)
+
+    # ----------------------------------------------------------------- checkpoints
+    def config(self) -> dict[str, Any]:
+        """The JSON configuration that rebuilds this encoder (calibration included)."""
+        return {
+            "frontend": self.frontend.config.to_dict(),
+            "encoder": self.encoder_config,
+            "head": self.head_config,
+            "classes": self.classes,
+            "calibration": self.calibration.to_dict() if self.calibration else None,
+            "window_seconds": self.window_seconds,
+        }
+
+    def save_pretrained(self, save_directory: str | Path, **kwargs: Any) -> str | None:
+        """Write config.json (with the *current* calibration) and model.safetensors."""
+        return super().save_pretrained(save_directory, config=self.config(), **kwargs)
+
+    @classmethod
+    def from_pretrained(
+        cls, pretrained_model_name_or_path: str | Path, *, device: str | torch.device | None = None,
+        **kwargs: Any,
+    ) -> "SpeakerEncoder":
+        """Load a local checkpoint folder or a Hub repo id; ``device`` defaults to CUDA if present."""
+        source = Path(pretrained_model_name_or_path)
+        if source.is_dir() and not (source / CONFIG_FILE).is_file():
+            raise CheckpointError(f"{source} has no {CONFIG_FILE}: not a speakerdemo checkpoint.")
+        if not source.is_dir() and (source.exists() or str(source).startswith((".", "/"))):
+            raise CheckpointError(f"{source} is not a checkpoint folder.")
+        try:
+            model = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        except (TypeError, json.JSONDecodeError) as err:
+            raise CheckpointError(f"{source}/{CONFIG_FILE} does not describe a speakerdemo model: {err}") from err
+        except OSError as err:
+            raise CheckpointError(f"Could not fetch {pretrained_model_name_or_path!r}: {err}") from err
+        return model.to(resolve_device(device)).eval()
+
+    @classmethod
+    def _from_pretrained(cls, *, model_id: str, revision: str | None, cache_dir: Any,
+                         force_download: bool, local_files_only: bool, token: Any,
+                         **model_kwargs: Any) -> "SpeakerEncoder":
+        """Safetensors only, strict: a missing or misshapen tensor is an error, not a warning."""
+        model = cls(**model_kwargs)
+        if Path(model_id).is_dir():
+            weights = Path(model_id) / WEIGHTS_FILE
+        else:
+            weights = Path(hf_hub_download(
+                model_id, WEIGHTS_FILE, revision=revision, cache_dir=cache_dir,
+                force_download=force_download, token=token, local_files_only=local_files_only,
+            ))
+        if not weights.is_file():
+            raise CheckpointError(f"{weights} is missing: checkpoints must ship {WEIGHTS_FILE}.")
+        try:
+            state = load_file(weights)
+        except (SafetensorError, OSError, ValueError) as err:
+            raise CheckpointError(f"{weights} is not a readable safetensors file: {err}") from err
+        try:
+            model.load_state_dict(state, strict=True)
+        except RuntimeError as err:
+            raise CheckpointError(f"{weights} does not match its config.json: {err}") from err
+        return model
+
+    # ----------------------------------------------------------------- inference
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @property
+    def threshold(self) -> float:
+        """The calibrated EER threshold, or a neutral default for an uncalibrated model."""
+        return self.calibration.threshold if self.calibration else DEFAULT_THRESHOLD
+
+    def embed(self, audio: Any, sample_rate: int | None = None, *,
+              max_seconds: float | None = MAX_SECONDS,
+              min_speech_seconds: float = MIN_SPEECH_SECONDS) -> Embedding:
+        """Embed one clip: a path, bytes, a Gradio ``(sr, array)`` tuple, or an array with ``sample_rate``."""
+        return self.embed_batch([audio if sample_rate is None else (sample_rate, audio)],
+                                max_seconds=max_seconds, min_speech_seconds=min_speech_seconds)[0]
+
+    def embed_batch(self, clips: Sequence[Any], *, max_seconds: float | None = MAX_SECONDS,
+                    min_speech_seconds: float = MIN_SPEECH_SECONDS,
+                    max_batch_frames: int = 48000) -> list[Embedding]:
+        """Embed several clips; windows of all clips are batched by length on the device.
+
+        Only detected speech is pooled. ``min_speech_seconds=0`` (evaluation of fixed trial lists)
+        accepts any clip and pools all frames of a clip where no speech is detected. Raises
+        AudioError for the first bad clip, naming its position when there are several.
+        """
+        prepared = []
+        for i, clip in enumerate(clips):
+            try:
+                wav = load_audio(clip, max_seconds=max_seconds, min_speech_seconds=min_speech_seconds)
+                prepared.append(self._prepare(wav, require_speech=min_speech_seconds > 0))
+            except AudioError as err:
+                raise AudioError(f"Clip {i + 1}: {err}" if len(clips) > 1 else str(err)) from None
+        windows = [(c, w) for c, clip in enumerate(prepared) for w in self._windows(clip)]
+        outputs = self._encode_windows([clip_windows for _, clip_windows in windows], max_batch_frames)
+        return [
+            self._assemble(clip, [out for (c, _), out in zip(windows, outputs) if c == index])
+            for index, clip in enumerate(prepared)
+        ]
+
+    def score(self, a: Embedding | np.ndarray, b: Embedding | np.ndarray) -> float:
+        """Cosine similarity of two embeddings."""
+        va = a.vector if isinstance(a, Embedding) else np.asarray(a, dtype=np.float32)
+        vb = b.vector if isinstance(b, Embedding) else np.asarray(b, dtype=np.float32)
+        return float(np.dot(va, vb) / (np.linalg.norm(va) * np.linalg.norm(vb)))
+
+    def classify(self, embedding: Embedding, top_k: int = 5) -> list[tuple[str, float]]:
+        """Top-k training speakers with probabilities, for checkpoints with a classifier head."""
+        if embedding.class_logits is None or not self.classes:
+            return []
+        probs = torch.softmax(torch.from_numpy(embedding.class_logits), dim=0).numpy()
+        order = np.argsort(-probs)[:top_k]
+        return [(self.classes[i], float(probs[i])) for i in order]
+
+    def _prepare(self, wav: np.ndarray, require_speech: bool) -> _Clip:
+        """Features of the whole clip, and which frames are speech, on the input's time axis."""
+        sr = self.frontend.config.sample_rate
+        hop = self.frontend.config.hop_length
+        vad = detect_speech(wav, sr)
+        processed, kept = self.frontend.prepare(wav)
+        with torch.inference_mode():
+            feats = self.frontend.log_mel(torch.from_numpy(processed).to(self.device).unsqueeze(0))[0]
+        positions = np.minimum(np.arange(feats.shape[0]) * hop, len(processed) - 1)
+        original = kept[positions] if kept is not None else positions
+        vad_hop = int(round(HOP_SECONDS * sr))
+        speech = vad[np.minimum(original // vad_hop, len(vad) - 1)]
+        if not speech.any():
+            if require_speech:
+                raise AudioError("No speech detected in the clip.")
+            speech = np.ones_like(speech)
+        return _Clip(feats, feats.float().cpu().numpy(), original / sr, speech, len(wav) / sr)
+
+    def _windows(self, clip: _Clip) -> list[torch.Tensor]:
+        """Speech frames of a clip, normalised together, cut into windows of at most ``window_seconds``."""
+        speech = clip.feats[torch.from_numpy(clip.speech).to(clip.feats.device)]
+        frames = self.frontend.normalize(speech.unsqueeze(0))[0]
+        size = max(1, int(self.window_seconds * self.frontend.config.sample_rate
+                          / self.frontend.config.hop_length))
+        return list(torch.split(frames, size))
+
+    def _encode_windows(self, windows: list[torch.Tensor], max_batch_frames: int) -> list[tuple]:
+        """Run the encoder over windows sorted by length, in padded batches of bounded size."""
+        order = sorted(range(len(windows)), key=lambda i: windows[i].shape[0])
+        results: list[tuple] = [None] * len(windows)  # type: ignore[list-item]
+        batch: list[int] = []
+        for index in order + [None]:
+            longest = windows[batch[-1]].shape[0] if batch else 0
+            if batch and (index is None or (len(batch) + 1) * windows[index].shape[0] > max_batch_frames):
+                for i, out in zip(batch, self._encode(windows, batch, longest)):
+                    results[i] = out
+                batch = []
+            if index is not None:
+                batch.append(index)
+        return results
+
+    def _encode(self, windows: list[torch.Tensor], batch: list[int], longest: int) -> list[tuple]:
+        feats = torch.zeros(len(batch), longest, windows[batch[0]].shape[1], device=self.device)
+        mask = torch.zeros(len(batch), longest, dtype=torch.bool, device=self.device)
+        for row, i in enumerate(batch):
+            n = windows[i].shape[0]
+            feats[row, :n] = windows[i]
+            mask[row, :n] = True
+        use_amp = self.device.type == "cuda"
+        with torch.inference_mode(), torch.autocast(self.device.type, torch.bfloat16, enabled=use_amp):
+            out = self.model(feats, mask)
+            logits = self.head.logits(out.embedding) if self.head is not None else None
+        embeddings = out.embedding.float().cpu().numpy()
+        weights = out.weights.float().cpu().numpy()
+        logits = logits.float().cpu().numpy() if logits is not None else None
+        return [
+            (embeddings[row], weights[row, : windows[i].shape[0]], None if logits is None else logits[row])
+            for row, i in enumerate(batch)
+        ]
+
+    def _assemble(self, clip: _Clip, outputs: list[tuple]) -> Embedding:
+        """Average window embeddings by speech frames; spread attention back onto all frames."""
+        sizes = np.array([len(w) for _, w, _ in outputs], dtype=np.float64)
+        share = sizes / sizes.sum()
+        unit = [e / max(np.linalg.norm(e), 1e-12) for e, _, _ in outputs]
+        vector = np.sum([s * u for s, u in zip(share, unit)], axis=0)
+        attention = np.zeros(len(clip.speech), dtype=np.float32)
+        attention[clip.speech] = np.concatenate([s * w for s, (_, w, _) in zip(share, outputs)])
+        logits = None
+        if outputs[0][2] is not None:
+            logits = np.sum([s * l for s, (_, _, l) in zip(share, outputs)], axis=0).astype(np.float32)
+        hop = self.frontend.config.hop_length / self.frontend.config.sample_rate
+        return Embedding(
+            vector=(vector / np.linalg.norm(vector)).astype(np.float32),
+            attention=attention / attention.sum(),
+            mel=clip.mel,
+            frame_times=clip.frame_times.astype(np.float32),
+            speech_mask=clip.speech,
+            speech_seconds=min(float(clip.speech.sum() * hop), clip.duration),
+            duration_seconds=clip.duration,
+            class_logits=logits,
+        )

@@ -1,0 +1,243 @@
+"""Scoring embeddings against each other, and what a score threshold means.
+
+``cosine`` is the raw similarity; ``adaptive_snorm`` normalises scores
+against a cohort; ``Calibration`` records, for one trial list, the operating
+points (EER threshold, FAR/FRR curve, score distributions) that the app shows
+next to a score so that a user can read it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from speakerdemo.metrics import compute_eer, compute_min_dcf, det_curve
+
+__all__ = ["Calibration", "adaptive_snorm", "cosine"]
+
+
+def _unit_rows(x: np.ndarray, side: str) -> np.ndarray:
+    """L2-normalise each row, refusing rows that have no direction.
+
+    A zero (or non-finite) vector would turn into NaN similarities that then
+    pass silently through thresholds and rankings, so it is an error here.
+    """
+    if not np.isfinite(x).all():
+        raise ValueError(f"{side} contains NaN or infinite values.")
+    norms = np.linalg.norm(x, axis=-1, keepdims=True)
+    if (norms == 0.0).any():
+        raise ValueError(f"{side} contains a zero vector; cosine similarity is undefined for it.")
+    return x / norms
+
+
+def cosine(a: ArrayLike, b: ArrayLike) -> float | np.ndarray:
+    """Cosine similarity of vectors or of every row pair of two matrices.
+
+    Shapes: (D,) x (D,) -> float; (N, D) x (M, D) -> (N, M); a single vector
+    against a matrix gives the 1-D row of scores, (D,) x (M, D) -> (M,) and
+    (N, D) x (D,) -> (N,). Results are clipped to [-1, 1] so rounding never
+    yields an impossible similarity.
+    """
+    x = np.asarray(a, dtype=np.float64)
+    y = np.asarray(b, dtype=np.float64)
+    if x.ndim not in (1, 2) or y.ndim not in (1, 2):
+        raise ValueError(f"cosine expects 1-D or 2-D arrays, got shapes {x.shape} and {y.shape}.")
+    if x.shape[-1] != y.shape[-1]:
+        raise ValueError(f"Embedding sizes differ: {x.shape[-1]} vs {y.shape[-1]}.")
+    sims = np.clip(_unit_rows(np.atleast_2d(x), "a") @ _unit_rows(np.atleast_2d(y), "b").T, -1.0, 1.0)
+    if x.ndim == 1 and y.ndim == 1:
+        return float(sims[0, 0])
+    if x.ndim == 1:
+        return sims[0]
+    if y.ndim == 1:
+        return sims[:, 0]
+    return sims
+
+
+def _top_n_stats(cohort: np.ndarray, top_n: int, side: str) -> tuple[np.ndarray, np.ndarray]:
+    """Per-row mean and (population) std of the top_n highest cohort scores."""
+    n = min(top_n, cohort.shape[1])
+    top = np.partition(cohort, cohort.shape[1] - n, axis=1)[:, -n:]
+    mean, std = top.mean(axis=1), top.std(axis=1)
+    flat = np.flatnonzero(std == 0.0)
+    if flat.size:
+        raise ValueError(
+            f"The top {n} {side} cohort scores of trial {int(flat[0])} are all equal; "
+            "AS-Norm cannot divide by a zero spread."
+        )
+    return mean, std
+
+
+def adaptive_snorm(
+    scores: ArrayLike,
+    enroll_cohort: ArrayLike,
+    test_cohort: ArrayLike,
+    top_n: int = 200,
+) -> np.ndarray:
+    """Adaptive symmetric score normalisation (AS-Norm, Matejka et al. 2017).
+
+    For each trial, each side's score distribution against an impostor cohort
+    is summarised by the mean mu and population std sd of its ``top_n``
+    highest cohort scores (the cohort speakers most similar to that side, so
+    the normalisation adapts to the region of embedding space the trial is
+    in); then ``s' = 0.5 * ((s - mu_e) / sd_e + (s - mu_t) / sd_t)``.
+    ``top_n`` larger than a cohort uses the whole cohort.
+
+    Shapes: scores (N,), enroll_cohort (N, Ce), test_cohort (N, Ct).
+    """
+    s = np.asarray(scores, dtype=np.float64)
+    enroll = np.asarray(enroll_cohort, dtype=np.float64)
+    test = np.asarray(test_cohort, dtype=np.float64)
+    if s.ndim != 1:
+        raise ValueError(f"scores must be 1-D, got shape {s.shape}.")
+    for side, cohort in (("enroll", enroll), ("test", test)):
+        if cohort.ndim != 2 or cohort.shape[0] != s.size or cohort.shape[1] < 2:
+            raise ValueError(
+                f"{side}_cohort must have shape ({s.size}, C) with C >= 2, got {cohort.shape}."
+            )
+    if top_n < 2:
+        raise ValueError(f"top_n must be at least 2 to estimate a spread, got {top_n}.")
+    if not (np.isfinite(s).all() and np.isfinite(enroll).all() and np.isfinite(test).all()):
+        raise ValueError("scores and cohort scores must be finite.")
+    mu_e, sd_e = _top_n_stats(enroll, top_n, "enroll")
+    mu_t, sd_t = _top_n_stats(test, top_n, "test")
+    return 0.5 * ((s - mu_e) / sd_e + (s - mu_t) / sd_t)
+
+
+_FLOAT_FIELDS = ("threshold", "eer", "min_dcf")
+_LIST_FIELDS = ("thresholds", "far", "frr", "bin_edges", "target_hist", "nontarget_hist")
+
+
+@dataclass
+class Calibration:
+    """What a threshold means, measured on a trial list: the app's default
+    threshold and its readout come from here.
+
+    ``thresholds``/``far``/``frr`` sample the exact FAR/FRR step curves on an
+    even grid spanning the whole score range (first point accepts every trial:
+    far=1, frr=0; last point rejects every trial: far=0, frr=1), so that
+    ``rates_at`` can answer any threshold by interpolation without keeping the
+    scores. The histograms use shared ``bin_edges`` and are densities, so the
+    two classes are comparable however unbalanced the trial list is.
+    """
+
+    threshold: float
+    eer: float
+    min_dcf: float
+    trials: str
+    thresholds: list[float]
+    far: list[float]
+    frr: list[float]
+    bin_edges: list[float]
+    target_hist: list[float]
+    nontarget_hist: list[float]
+
+    def __post_init__(self) -> None:
+        """Refuse inconsistent curves: ``rates_at`` and the plots assume them."""
+        if len(self.thresholds) < 2 or not len(self.thresholds) == len(self.far) == len(self.frr):
+            raise ValueError(
+                "thresholds, far and frr must have the same length (at least 2), got "
+                f"{len(self.thresholds)}, {len(self.far)} and {len(self.frr)}."
+            )
+        if any(b < a for a, b in zip(self.thresholds, self.thresholds[1:])):
+            raise ValueError("thresholds must be in ascending order.")
+        if not all(0.0 <= r <= 1.0 for r in (*self.far, *self.frr, self.eer)):
+            raise ValueError("far, frr and eer must lie in [0, 1].")
+        n_bins = len(self.target_hist)
+        if n_bins < 1 or len(self.nontarget_hist) != n_bins or len(self.bin_edges) != n_bins + 1:
+            raise ValueError(
+                "bin_edges must have one more entry than target_hist and nontarget_hist, got "
+                f"{len(self.bin_edges)}, {len(self.target_hist)} and {len(self.nontarget_hist)}."
+            )
+
+    @classmethod
+    def from_scores(
+        cls,
+        scores: ArrayLike,
+        labels: ArrayLike,
+        trials: str = "",
+        grid: int = 201,
+        bins: int = 60,
+    ) -> Calibration:
+        """Measure a calibration on scored trials (labels: 1 target, 0 non-target)."""
+        if grid < 2 or bins < 1:
+            raise ValueError(f"grid must be >= 2 and bins >= 1, got grid={grid}, bins={bins}.")
+        s = np.asarray(scores, dtype=np.float64)
+        y = np.asarray(labels)
+        eer, threshold = compute_eer(s, y)
+        min_dcf, _ = compute_min_dcf(s, y, p_target=0.01)
+        points, far, frr = det_curve(s, y)
+        grid_t = np.linspace(points[0], points[-1], grid)
+        # Between two distinct scores the operating point is that of the next
+        # score up, so each grid threshold takes the rates of the first curve
+        # point at or above it.
+        at = np.searchsorted(points, grid_t, side="left")
+        edges = np.histogram_bin_edges(s, bins=bins)
+        target_hist, _ = np.histogram(s[y == 1], bins=edges, density=True)
+        nontarget_hist, _ = np.histogram(s[y == 0], bins=edges, density=True)
+        return cls(
+            threshold=threshold,
+            eer=eer,
+            min_dcf=min_dcf,
+            trials=trials,
+            thresholds=grid_t.tolist(),
+            far=far[at].tolist(),
+            frr=frr[at].tolist(),
+            bin_edges=edges.tolist(),
+            target_hist=target_hist.tolist(),
+            nontarget_hist=nontarget_hist.tolist(),
+        )
+
+    def rates_at(self, threshold: float) -> tuple[float, float]:
+        """(far, frr) at any threshold, linearly interpolated on the grid.
+
+        Outside the grid the end values hold, which is exact: below the lowest
+        score everything is accepted, above the highest nothing is.
+        """
+        far = np.interp(threshold, self.thresholds, self.far)
+        frr = np.interp(threshold, self.thresholds, self.frr)
+        return float(far), float(frr)
+
+    def to_dict(self) -> dict:
+        """Plain-JSON form, every number rounded to 6 decimals to keep config.json small."""
+        d = asdict(self)
+        for key in _FLOAT_FIELDS:
+            d[key] = round(float(d[key]), 6)
+        for key in _LIST_FIELDS:
+            d[key] = [round(float(v), 6) for v in d[key]]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Calibration:
+        """Rebuild from ``to_dict`` output, refusing anything malformed.
+
+        The dict usually comes from a hand-editable config file, so keys,
+        types and lengths are all checked and reported by name.
+        """
+        if not isinstance(d, dict):
+            raise ValueError(f"Calibration must be a dict, got {type(d).__name__}.")
+        expected = {f.name for f in fields(cls)}
+        missing, unknown = expected - d.keys(), d.keys() - expected
+        if missing or unknown:
+            raise ValueError(
+                f"Calibration keys do not match: missing {sorted(missing)}, "
+                f"unknown {sorted(map(str, unknown))}."
+            )
+        if not isinstance(d["trials"], str):
+            raise ValueError(f"Calibration 'trials' must be a string, got {type(d['trials']).__name__}.")
+        values = {key: _finite_number(d[key], key) for key in _FLOAT_FIELDS}
+        for key in _LIST_FIELDS:
+            if not isinstance(d[key], list):
+                raise ValueError(f"Calibration '{key}' must be a list, got {type(d[key]).__name__}.")
+            values[key] = [_finite_number(v, key) for v in d[key]]
+        return cls(trials=d["trials"], **values)
+
+
+def _finite_number(value: object, key: str) -> float:
+    """A JSON number as float; bools and strings are rejected, not coerced."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"Calibration '{key}' must hold finite numbers, got {value!r}.")
+    return float(value)

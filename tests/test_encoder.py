@@ -1,0 +1,119 @@
+"""SpeakerEncoder: embedding invariants, windows, save/load round trips, refusals."""
+
+import json
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from speakerdemo import AudioError, CheckpointError, SpeakerEncoder
+from speakerdemo.scoring import Calibration
+
+SR = 16000
+
+
+def voiced(seconds: float, f0: float = 120.0, seed: int = 0) -> np.ndarray:
+    """A speech-like signal: harmonics of f0 under a formant-ish envelope, syllable-rate modulation."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * SR)) / SR
+    wav = sum(np.sin(2 * np.pi * f0 * k * t + rng.uniform(0, 6)) / k for k in range(1, 25) if f0 * k < 4000)
+    envelope = 0.55 + 0.45 * np.sin(2 * np.pi * 4 * t)
+    return (0.3 * wav * envelope / np.max(np.abs(wav))).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    torch.manual_seed(0)
+    return SpeakerEncoder(encoder={"name": "ecapa_tdnn", "channels": 64},
+                          head={"name": "aam_softmax"}, classes=["a", "b", "c"]).eval()
+
+
+def test_embedding_fields(encoder):
+    emb = encoder.embed(voiced(2.0), SR)
+    assert emb.vector.shape == (192,) and emb.vector.dtype == np.float32
+    assert np.linalg.norm(emb.vector) == pytest.approx(1.0, abs=1e-5)
+    frames = 1 + 2 * SR // 160
+    assert emb.attention.shape == emb.frame_times.shape == emb.speech_mask.shape == (frames,)
+    assert emb.mel.shape == (frames, 80)
+    assert emb.attention.sum() == pytest.approx(1.0, abs=1e-5)
+    assert emb.frame_times[1] - emb.frame_times[0] == pytest.approx(0.01)
+    assert emb.duration_seconds == pytest.approx(2.0)
+    assert 1.5 < emb.speech_seconds <= 2.01
+
+
+def test_silence_gets_no_attention_and_does_not_change_the_embedding(encoder):
+    speech = voiced(1.5)
+    padded = np.concatenate([np.zeros(SR, np.float32), speech, np.zeros(2 * SR, np.float32)])
+    a, b = encoder.embed(speech, SR), encoder.embed(padded, SR)
+    assert b.attention[b.frame_times < 0.8].sum() == 0
+    assert b.attention[b.frame_times > 2.7].sum() == 0
+    assert b.speech_seconds == pytest.approx(a.speech_seconds, abs=0.1)
+    # Speech frames at the edges differ by a few frames of context; the vectors stay very close.
+    assert encoder.score(a, b) > 0.95
+
+
+def test_batch_equals_one_by_one(encoder):
+    clips = [(SR, voiced(s, f0, seed)) for s, f0, seed in [(1.0, 110, 1), (3.5, 180, 2), (2.2, 140, 3)]]
+    batched = encoder.embed_batch(clips)
+    for clip, emb in zip(clips, batched):
+        np.testing.assert_allclose(encoder.embed(clip).vector, emb.vector, atol=1e-5)
+
+
+def test_long_clip_is_windowed_and_averaged(encoder):
+    wav = voiced(9.0, seed=4)
+    windowed = SpeakerEncoder(encoder=encoder.encoder_config, head=encoder.head_config,
+                              classes=encoder.classes, window_seconds=3.0)
+    windowed.load_state_dict(encoder.state_dict())
+    windowed.eval()
+    whole, parts = encoder.embed(wav, SR), windowed.embed(wav, SR)
+    assert parts.attention.shape == whole.attention.shape
+    assert parts.attention.sum() == pytest.approx(1.0, abs=1e-5)
+    assert windowed.score(whole, parts) > 0.9
+
+
+def test_save_load_round_trip_gives_identical_embeddings(encoder, tmp_path):
+    encoder.calibration = Calibration.from_scores(np.r_[np.linspace(0.3, 0.9, 50), np.linspace(-0.2, 0.5, 50)],
+                                                  np.r_[np.ones(50), np.zeros(50)], trials="toy")
+    encoder.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["encoder"]["channels"] == 64 and config["classes"] == ["a", "b", "c"]
+    assert config["calibration"]["trials"] == "toy"
+    loaded = SpeakerEncoder.from_pretrained(tmp_path, device="cpu")
+    wav = voiced(2.0, seed=5)
+    np.testing.assert_array_equal(loaded.embed(wav, SR).vector, encoder.embed(wav, SR).vector)
+    assert loaded.threshold == pytest.approx(encoder.calibration.threshold, abs=1e-6)
+    encoder.calibration = None
+
+
+def test_classify_returns_top_k_probabilities(encoder):
+    top = encoder.classify(encoder.embed(voiced(1.0), SR), top_k=2)
+    assert [name for name, _ in top] != [] and len(top) == 2
+    assert all(0 <= p <= 1 for _, p in top) and top[0][1] >= top[1][1]
+
+
+def test_bad_audio_is_an_audio_error(encoder):
+    with pytest.raises(AudioError, match="silent"):
+        encoder.embed(np.zeros(SR, np.float32), SR)
+    with pytest.raises(AudioError, match="Clip 2"):
+        encoder.embed_batch([(SR, voiced(1.0)), (SR, np.full(SR, np.nan, np.float32))])
+
+
+def test_refuses_bad_checkpoints(encoder, tmp_path):
+    with pytest.raises(CheckpointError, match="config.json"):
+        SpeakerEncoder.from_pretrained(tmp_path)
+    encoder.save_pretrained(tmp_path)
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match="safetensors"):
+        SpeakerEncoder.from_pretrained(tmp_path)
+    weights.write_bytes(pickle.dumps({"model": [1, 2, 3]}))
+    with pytest.raises(CheckpointError, match="safetensors"):
+        SpeakerEncoder.from_pretrained(tmp_path)
+    other = tmp_path / "other"
+    SpeakerEncoder(encoder={"name": "ecapa_tdnn", "channels": 32}).save_pretrained(other)
+    weights.write_bytes((other / "model.safetensors").read_bytes())
+    with pytest.raises(CheckpointError, match="does not match"):
+        SpeakerEncoder.from_pretrained(tmp_path)
+    with pytest.raises(CheckpointError, match="not a checkpoint"):
+        SpeakerEncoder.from_pretrained(tmp_path / "missing")
