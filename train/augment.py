@@ -1,0 +1,204 @@
+"""Online waveform augmentation (run in DataLoader workers) and SpecAugment (on feature batches).
+
+What the field uses for speaker embeddings (Kaldi/WeSpeaker VoxCeleb recipes): additive noise in
+MUSAN's three categories at their usual SNR ranges, reverberation with room impulse responses
+(recorded, or simulated with pyroomacoustics like the recipes' ``simulated_rirs``), speed
+perturbation 0.9/1.1 (optionally as new speakers), random gain, and SpecAugment.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import soxr
+import torch
+import torchaudio
+from scipy.signal import fftconvolve
+
+from speakerdemo.audio import load_audio
+
+# MUSAN categories and the SNR ranges (dB) of the Kaldi/WeSpeaker recipes.
+SNR_RANGES: dict[str, tuple[float, float]] = {
+    "noise": (0.0, 15.0), "music": (5.0, 15.0), "speech": (13.0, 20.0),
+    "coloured": (0.0, 15.0), "babble": (13.0, 20.0),
+}
+
+
+@dataclass
+class AugmentConfig:
+    """Online augmentation; stored in the run's resolved config."""
+
+    prob: float = 0.6                     # chance that a crop gets noise and/or reverberation
+    noise_dir: str | None = None          # MUSAN layout: noise/ music/ speech/ sub-folders
+    coloured_noise: bool = True           # synthetic white/pink/brown noise
+    babble: bool = True                   # 3-6 other training clips mixed together
+    rir_dir: str | None = None            # recorded room impulse responses (*.wav)
+    simulated_rirs: int = 0               # room impulse responses to simulate with pyroomacoustics
+    reverb_prob: float = 0.5              # share of augmented crops that get reverberation
+    speeds: list[float] = field(default_factory=list)  # e.g. [0.9, 1.1]
+    speed_prob: float = 0.3
+    speeds_as_speakers: bool = False      # a speed-perturbed speaker is a new class
+    gain_db: float = 6.0
+    spec_freq_mask: int = 8               # SpecAugment widths (0 disables)
+    spec_time_mask: int = 10
+    spec_prob: float = 0.6
+
+
+def _normalise(x: np.ndarray) -> np.ndarray:
+    peak = np.max(np.abs(x))
+    return x / peak if peak > 0 else x
+
+
+def coloured_noise(n: int, rng: np.random.Generator) -> np.ndarray:
+    """White, pink or brown noise: white noise shaped by 1/f^beta in the frequency domain."""
+    beta = rng.choice([0.0, 1.0, 2.0])
+    spectrum = np.fft.rfft(rng.standard_normal(n))
+    freqs = np.maximum(np.fft.rfftfreq(n), 1.0 / n)
+    return np.fft.irfft(spectrum / freqs ** (beta / 2), n).astype(np.float32)
+
+
+def simulate_rirs(count: int, sample_rate: int, seed: int) -> list[np.ndarray]:
+    """Shoebox rooms of random size and absorption, random source and microphone positions."""
+    import pyroomacoustics as pra
+
+    rng = np.random.default_rng(seed)
+    rirs = []
+    while len(rirs) < count:
+        dims = rng.uniform([3, 3, 2.4], [12, 10, 4])
+        room = pra.ShoeBox(dims, fs=sample_rate, materials=pra.Material(float(rng.uniform(0.15, 0.8))),
+                           max_order=int(rng.integers(6, 17)))
+        room.add_source(rng.uniform(0.5, dims - 0.5))
+        room.add_microphone(rng.uniform(0.5, dims - 0.5))
+        room.compute_rir()
+        rir = np.asarray(room.rir[0][0], dtype=np.float32)[: sample_rate]
+        rirs.append(rir / np.sqrt(np.sum(rir ** 2)))
+    return rirs
+
+
+def _read_folder(folder: Path, sample_rate: int, max_seconds: float | None = None) -> list[np.ndarray]:
+    return [
+        load_audio(p, sample_rate, max_seconds=max_seconds, min_speech_seconds=0.0, max_bytes=None)
+        for p in sorted(folder.rglob("*")) if p.suffix.lower() in (".wav", ".flac", ".ogg", ".opus")
+    ]
+
+
+def mix_at_snr(speech: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarray:
+    """Add ``noise`` scaled so that speech power / noise power = ``snr_db``."""
+    p_speech = np.mean(speech ** 2) + 1e-10
+    p_noise = np.mean(noise ** 2) + 1e-10
+    return speech + noise * np.sqrt(p_speech / (p_noise * 10 ** (snr_db / 10)))
+
+
+class Augmenter:
+    """Callable ``(wav, rng) -> (wav, speed_index)`` applied to each training crop.
+
+    ``speed_index`` is 0 for the original speed and ``k`` for ``speeds[k-1]``; the data set turns
+    it into a new class when speeds count as new speakers. Crops arrive ``max(speeds)`` times
+    longer than needed so that a speed change still fills the crop.
+    """
+
+    def __init__(self, config: AugmentConfig, sample_rate: int, crop_source: Callable[[np.random.Generator], np.ndarray] | None = None, seed: int = 0) -> None:
+        self.config = config
+        self.sample_rate = sample_rate
+        self.babble_source = crop_source if config.babble else None
+        self.noises: dict[str, list[np.ndarray]] = {}
+        if config.noise_dir:
+            for category in ("noise", "music", "speech"):
+                folder = Path(config.noise_dir) / category
+                if folder.is_dir():
+                    self.noises[category] = _read_folder(folder, sample_rate, max_seconds=None)
+        self.rirs: list[np.ndarray] = []
+        if config.rir_dir:
+            self.rirs += [r / np.sqrt(np.sum(r ** 2) + 1e-10) for r in _read_folder(Path(config.rir_dir), sample_rate)]
+        if config.simulated_rirs:
+            self.rirs += simulate_rirs(config.simulated_rirs, sample_rate, seed)
+
+    @property
+    def length_factor(self) -> float:
+        return max([1.0, *self.config.speeds])
+
+    def __call__(self, wav: np.ndarray, length: int, rng: np.random.Generator) -> tuple[np.ndarray, int]:
+        wav, speed_index = self._speed(wav, length, rng)
+        c = self.config
+        if rng.random() < c.prob:
+            if self.rirs and rng.random() < c.reverb_prob:
+                wav = self._reverb(wav, rng)
+            kinds = self._noise_kinds()
+            if kinds:
+                wav = self._add_noise(wav, kinds[int(rng.integers(len(kinds)))], rng)
+        if c.gain_db:
+            wav = wav * 10 ** (rng.uniform(-c.gain_db, c.gain_db) / 20)
+        peak = np.max(np.abs(wav))
+        return (wav / peak if peak > 1.0 else wav).astype(np.float32), speed_index
+
+    def _speed(self, wav: np.ndarray, length: int, rng: np.random.Generator) -> tuple[np.ndarray, int]:
+        speeds = self.config.speeds
+        if speeds and rng.random() < self.config.speed_prob:
+            k = int(rng.integers(len(speeds)))
+            # Playing sr*speed samples per second: resample from sr*speed to sr (tempo and pitch change).
+            faster = soxr.resample(wav, self.sample_rate * speeds[k], self.sample_rate, quality="MQ")
+            return faster[:length], k + 1
+        return wav[:length], 0
+
+    def _reverb(self, wav: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        rir = self.rirs[int(rng.integers(len(self.rirs)))]
+        delay = int(np.argmax(np.abs(rir)))
+        return fftconvolve(wav, rir)[delay : delay + len(wav)].astype(np.float32)
+
+    def _noise_kinds(self) -> list[str]:
+        kinds = list(self.noises)
+        if self.config.coloured_noise:
+            kinds.append("coloured")
+        if self.babble_source is not None:
+            kinds.append("babble")
+        return kinds
+
+    def _add_noise(self, wav: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarray:
+        n = len(wav)
+        if kind == "coloured":
+            noise = coloured_noise(n, rng)
+        elif kind == "babble":
+            noise = np.sum([_normalise(self.babble_source(rng)[:n]) for _ in range(int(rng.integers(3, 7)))], axis=0)
+        else:
+            clip = self.noises[kind][int(rng.integers(len(self.noises[kind])))]
+            noise = np.tile(clip, int(np.ceil(n / len(clip))))
+            start = int(rng.integers(0, len(noise) - n + 1))
+            noise = noise[start : start + n]
+        return mix_at_snr(wav, noise, rng.uniform(*SNR_RANGES[kind]))
+
+
+class SpecAugment(torch.nn.Module):
+    """Frequency and time masking on (B, T, F) features, per utterance, training only."""
+
+    def __init__(self, freq_mask: int, time_mask: int, prob: float) -> None:
+        super().__init__()
+        self.prob = prob
+        self.freq = torchaudio.transforms.FrequencyMasking(freq_mask, iid_masks=True) if freq_mask else None
+        self.time = torchaudio.transforms.TimeMasking(time_mask, iid_masks=True) if time_mask else None
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.prob <= 0:
+            return feats
+        x = feats.transpose(1, 2).unsqueeze(1)
+        masked = x
+        if self.freq is not None:
+            masked = self.freq(masked)
+        if self.time is not None:
+            masked = self.time(masked)
+        chosen = (torch.rand(x.shape[0], 1, 1, 1, device=x.device) < self.prob)
+        return torch.where(chosen, masked, x).squeeze(1).transpose(1, 2)
+
+
+def babble_source(store, utts: Sequence, crop_samples: int) -> Callable[[np.random.Generator], np.ndarray]:
+    """Crops of random training clips, for babble noise."""
+    from .data import random_crop
+
+    paths = [str(u.file) for u in utts if str(u.file) in store.readable]
+
+    def draw(rng: np.random.Generator) -> np.ndarray:
+        return random_crop(store.get(paths[int(rng.integers(len(paths)))]), crop_samples, rng)
+
+    return draw

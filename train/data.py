@@ -1,0 +1,280 @@
+"""Training data: sources (folder per speaker, CSV manifest, VoxCeleb list, HW4 features), splits,
+random crops and length-bucketed batches.
+
+Every source yields ``Utterance`` records whose paths are checked to stay inside the data root;
+unreadable clips are skipped with a count in the log instead of crashing an epoch.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import random
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterable, Sequence
+
+import numpy as np
+import soundfile as sf
+import torch
+from torch.utils.data import Dataset
+
+from speakerdemo.audio import AudioError, load_audio
+
+if TYPE_CHECKING:
+    from .augment import Augmenter
+
+log = logging.getLogger("train")
+
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".opus", ".mp3")
+
+
+class DataError(ValueError):
+    """A data set that cannot be used as given; the message says what to fix."""
+
+
+@dataclass(frozen=True)
+class Utterance:
+    """One clip: ``path`` is relative to ``root`` (as listed in the source), ``file`` the checked full path."""
+
+    speaker: str
+    path: str
+    split: str = ""
+    root: str = "."
+
+    @property
+    def file(self) -> Path:
+        return safe_path(Path(self.root), self.path)
+
+
+@dataclass(frozen=True)
+class Trial:
+    label: int
+    a: str
+    b: str
+
+
+def safe_path(root: Path, relative: str) -> Path:
+    """``root / relative``, refusing entries that escape the root (``../../etc/passwd``)."""
+    root = root.resolve()
+    path = (root / relative).resolve()
+    if root != path and root not in path.parents:
+        raise DataError(f"Path {relative!r} points outside the data root {root}.")
+    return path
+
+
+def folder_source(root: Path) -> list[Utterance]:
+    """``root/<speaker>/**/*.{wav,flac,ogg,opus,mp3}``: one folder per speaker."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"Data folder {root} does not exist.")
+    utts = [
+        Utterance(spk.name, str(f.relative_to(root)), root=str(root))
+        for spk in sorted(p for p in root.iterdir() if p.is_dir())
+        for f in sorted(spk.rglob("*"))
+        if f.suffix.lower() in AUDIO_SUFFIXES
+    ]
+    if not utts:
+        raise DataError(f"No audio files ({', '.join(AUDIO_SUFFIXES)}) under {root}/<speaker>/.")
+    return utts
+
+
+def manifest_source(manifest: Path, root: Path) -> list[Utterance]:
+    """A CSV with columns ``speaker, path`` and optionally ``split``; paths relative to ``root``."""
+    with open(manifest, newline="") as f:
+        reader = csv.DictReader(f)
+        missing = {"speaker", "path"} - set(reader.fieldnames or [])
+        if missing:
+            raise DataError(f"{manifest} lacks the column(s) {sorted(missing)}.")
+        utts = [Utterance(r["speaker"], r["path"], r.get("split") or "", str(root)) for r in reader]
+    for u in utts:
+        u.file  # refuses paths that escape the root
+    return utts
+
+
+def voxceleb_list_source(list_file: Path, root: Path) -> list[Utterance]:
+    """VoxCeleb training list: ``id00012 id00012/21Uxsk56VDQ/00001.wav`` per line."""
+    utts = []
+    for number, line in enumerate(Path(list_file).read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        parts = line.split()
+        if len(parts) != 2:
+            raise DataError(f"{list_file}:{number}: expected 'speaker path', got {line!r}.")
+        utts.append(Utterance(parts[0], parts[1], root=str(root)))
+        utts[-1].file  # refuses paths that escape the root
+    return utts
+
+
+def read_trials(path: Path, root: Path | None = None) -> list[Trial]:
+    """VoxCeleb trial list: ``label path1 path2`` with label 1 for the same speaker."""
+    trials = []
+    for number, line in enumerate(Path(path).read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        parts = line.split()
+        if len(parts) != 3 or parts[0] not in ("0", "1"):
+            raise DataError(f"{path}:{number}: expected '0|1 path1 path2', got {line!r}.")
+        if root is not None:
+            safe_path(root, parts[1]), safe_path(root, parts[2])
+        trials.append(Trial(int(parts[0]), parts[1], parts[2]))
+    if not trials:
+        raise DataError(f"{path} holds no trials.")
+    return trials
+
+
+def speaker_disjoint_split(
+    utts: Sequence[Utterance], val_speakers: int | float, seed: int
+) -> tuple[list[Utterance], list[Utterance]]:
+    """Hold out whole speakers (for verification): a count, or a fraction of the speakers."""
+    speakers = sorted({u.speaker for u in utts})
+    count = int(round(val_speakers * len(speakers))) if isinstance(val_speakers, float) else val_speakers
+    held = set(random.Random(seed).sample(speakers, min(count, len(speakers) - 1)))
+    return [u for u in utts if u.speaker not in held], [u for u in utts if u.speaker in held]
+
+
+def utterance_split(
+    utts: Sequence[Utterance], val_fraction: float, seed: int
+) -> tuple[list[Utterance], list[Utterance]]:
+    """Stratified per speaker (for identification): each speaker keeps at least one training clip."""
+    by_speaker: dict[str, list[Utterance]] = defaultdict(list)
+    for u in utts:
+        by_speaker[u.speaker].append(u)
+    rng = random.Random(seed)
+    train, val = [], []
+    for speaker in sorted(by_speaker):
+        items = by_speaker[speaker][:]
+        rng.shuffle(items)
+        n_val = min(int(round(val_fraction * len(items))), len(items) - 1)
+        val += items[:n_val]
+        train += items[n_val:]
+    return train, val
+
+
+def k_fold(utts: Sequence[Utterance], folds: int, fold: int, seed: int) -> tuple[list[Utterance], list[Utterance]]:
+    """Fold ``fold`` of a speaker-stratified K-fold split: (train, validation)."""
+    by_speaker: dict[str, list[Utterance]] = defaultdict(list)
+    for u in utts:
+        by_speaker[u.speaker].append(u)
+    rng = random.Random(seed)
+    train, val = [], []
+    for speaker in sorted(by_speaker):
+        items = by_speaker[speaker][:]
+        rng.shuffle(items)
+        for i, u in enumerate(items):
+            (val if i % folds == fold else train).append(u)
+    return train, val
+
+
+def write_split(path: Path, **parts: Iterable[Utterance]) -> None:
+    """The split as a CSV in the run folder, so a run can be audited and reproduced."""
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["speaker", "path", "split", "root"])
+        for name, utts in parts.items():
+            writer.writerows((u.speaker, u.path, name, u.root) for u in utts)
+
+
+class AudioStore:
+    """Decoded clips by path, optionally all held in memory (int16) to spare the decoder each epoch.
+
+    Clips that cannot be read are dropped at start-up with a count in the log, so a bad file
+    stops nothing an hour into an epoch.
+    """
+
+    def __init__(self, utts: Sequence[Utterance], preload: bool, sample_rate: int = 16000) -> None:
+        from tqdm import tqdm
+
+        self.sample_rate = sample_rate
+        self.cache: dict[str, np.ndarray] = {}
+        self.readable: set[str] = set()
+        skipped: list[str] = []
+        for u in tqdm(utts, desc="checking audio", unit="clip", leave=False, disable=len(utts) < 200):
+            try:
+                path = str(u.file)
+                if preload:
+                    self.cache[path] = (np.clip(self._decode(path), -1, 1) * 32767).astype(np.int16)
+                elif sf.info(path).frames == 0:
+                    raise AudioError("empty file")
+                self.readable.add(path)
+            except (AudioError, DataError, RuntimeError, sf.LibsndfileError) as err:
+                skipped.append(f"{u.path}: {err}")
+        if skipped:
+            log.warning("skipped %d unreadable clip(s), e.g. %s", len(skipped), skipped[:3])
+
+    def _decode(self, path: str) -> np.ndarray:
+        return load_audio(path, self.sample_rate, max_seconds=None, min_speech_seconds=0.0, max_bytes=None)
+
+    def get(self, path: str) -> np.ndarray:
+        if path in self.cache:
+            return self.cache[path].astype(np.float32) / 32767.0
+        return self._decode(path)
+
+
+def random_crop(wav: np.ndarray, length: int, rng: np.random.Generator) -> np.ndarray:
+    """A random window of ``length`` samples; short clips are repeated to fill it."""
+    if len(wav) < length:
+        wav = np.tile(wav, int(np.ceil(length / len(wav))))
+    start = int(rng.integers(0, len(wav) - length + 1))
+    return wav[start : start + length]
+
+
+class CropDataset(Dataset):
+    """Random fixed-length crops with speaker labels; augmentation runs in the loader workers.
+
+    ``repeats[i]`` crops are drawn from utterance ``i`` per epoch (one long LibriSpeech file can
+    yield several). ``crop_samples`` and ``epoch`` are plain attributes so the training loop can
+    lengthen crops late in training and vary the crops between epochs reproducibly: item ``i`` of
+    epoch ``e`` always gets the same crop and augmentation, which makes resumed runs exact.
+    """
+
+    def __init__(
+        self, utts: Sequence[Utterance], labels: dict[str, int], store: AudioStore,
+        crop_seconds: float, augmenter: "Augmenter | None" = None, repeats: Sequence[int] | None = None,
+        speeds_as_speakers: bool = False, seed: int = 0,
+    ) -> None:
+        self.utts = list(utts)
+        self.index = [
+            i for i, u in enumerate(self.utts) if str(u.file) in store.readable
+            for _ in range(repeats[i] if repeats else 1)
+        ]
+        if not self.index:
+            raise DataError("No readable training clips.")
+        self.labels = labels
+        self.store = store
+        self.crop_samples = int(crop_seconds * store.sample_rate)
+        self.augmenter = augmenter
+        self.speeds_as_speakers = speeds_as_speakers
+        self.seed = seed
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        utt = self.utts[self.index[i]]
+        label = self.labels[utt.speaker]
+        rng = np.random.default_rng((self.seed, self.epoch, i))
+        if self.augmenter is None:
+            wav = random_crop(self.store.get(str(utt.file)), self.crop_samples, rng)
+        else:
+            longer = int(np.ceil(self.crop_samples * self.augmenter.length_factor))
+            wav, speed = self.augmenter(random_crop(self.store.get(str(utt.file)), longer, rng), self.crop_samples, rng)
+            if self.speeds_as_speakers:
+                label += speed * len(self.labels)
+        return torch.from_numpy(np.ascontiguousarray(wav, dtype=np.float32)), label
+
+
+def label_map(utts: Iterable[Utterance]) -> dict[str, int]:
+    """Speaker -> class index, sorted by name so the mapping is reproducible."""
+    return {s: i for i, s in enumerate(sorted({u.speaker for u in utts}))}
+
+
+def check_training_set(utts: Sequence[Utterance]) -> None:
+    """Refuse sets that cannot train a classifier, with the reason."""
+    if not utts:
+        raise DataError("The training split is empty.")
+    speakers = {u.speaker for u in utts}
+    if len(speakers) < 2:
+        raise DataError(f"Training needs at least 2 speakers; found {len(speakers)}.")
