@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import torch.distributed
 import yaml
 
 from speakerdemo.encoder import SpeakerEncoder
@@ -19,12 +20,13 @@ from speakerdemo.metrics import compute_eer, compute_min_dcf, top_k_accuracy
 from speakerdemo.scoring import Calibration, adaptive_snorm, cosine
 
 from .augment import AugmentConfig, Augmenter, babble_source
-from .config import load_config
+from .config import ConfigError, load_config
 from .data import (
     AudioStore, CropDataset, DataError, Trial, Utterance, check_training_set, folder_source, k_fold,
     label_map, manifest_source, read_trials, speaker_disjoint_split, utterance_split, voxceleb_list_source,
     write_split,
 )
+from .hw4 import HOP_LENGTH, N_MELS, Hw4CropDataset, hw4_utterances, load_hw4
 from .loop import Dist, Prepared, atomic_save_pretrained, embed_files, fit, init_distributed, trial_scores
 
 log = logging.getLogger("train")
@@ -42,7 +44,7 @@ def load_source(spec: dict, seed: int) -> tuple[list[Utterance], list[Utterance]
     elif kind == "voxceleb":
         utts = voxceleb_list_source(Path(spec["list"]), root)
     else:
-        raise DataError(f"Unknown source type {kind!r}; choose folder, manifest or voxceleb.")
+        raise DataError(f"Unknown source type {kind!r}; choose folder, manifest, voxceleb or hw4.")
     if spec.get("split"):
         utts = [u for u in utts if u.split == spec["split"]]
     held: list[Utterance] = []
@@ -72,10 +74,60 @@ def make_trials(utts: list[Utterance], count: int, seed: int) -> list[Trial]:
     return trials
 
 
+def split_data(utts: list[Utterance], split: dict, seed: int) -> tuple[list[Utterance], list[Utterance]]:
+    """(train, validation) as ``data.split`` asks."""
+    if split["kind"] == "utterance":
+        return utterance_split(utts, float(split.get("val_fraction", 0.0)), seed)
+    if split["kind"] == "speaker":
+        return speaker_disjoint_split(utts, split["val_speakers"], seed)
+    if split["kind"] == "kfold":
+        return k_fold(utts, int(split["folds"]), int(split["fold"]), seed)
+    raise DataError(f"Unknown split kind {split['kind']!r}; choose utterance, speaker or kfold.")
+
+
+def prepare_hw4(cfg: dict, run_dir: Path, d: Dist) -> Prepared:
+    """The ML2022 HW4 feature set: ``data.sources: [{type: hw4, root: DIR}]``.
+
+    The classes are mapping.json's speaker ids in id order, so ``python -m train predict`` maps
+    class indices back to Kaggle categories. The features are not audio: only SpecAugment applies,
+    and validation is accuracy on held-out utterances (full length), not EER on audio trials.
+    """
+    data, seed = cfg["data"], cfg["seed"]
+    if len(data["sources"]) != 1:
+        raise DataError("A hw4 source cannot be combined with other sources: HW4 ships features, the others audio.")
+    if cfg["frontend"]["n_mels"] != N_MELS:
+        raise DataError(f"HW4 features have {N_MELS} mel bands but frontend.n_mels is {cfg['frontend']['n_mels']}; "
+                        "leave frontend empty (the hw4 preset) or set frontend: {preset: hw4}.")
+    if data["split"]["kind"] == "speaker" or data.get("trials"):
+        raise DataError("HW4 runs classify their own speakers: use split kind utterance or kfold, and no trials.")
+    root = Path(data["sources"][0]["root"])
+    speaker2id, items = load_hw4(root)
+    utts = hw4_utterances(root, items)
+    missing = [u.path for u in utts if not u.file.is_file()]
+    if missing:
+        log.warning("skipped %d missing feature file(s), e.g. %s", len(missing), missing[:3])
+        utts = [u for u in utts if u.file.is_file()]
+    train, val = split_data(utts, data["split"], seed)
+    check_training_set(train)
+    if d.main:
+        write_split(run_dir / "split.csv", train=train, val=val)
+    ignored = sorted(key for key in cfg["augment"] if not key.startswith("spec_"))
+    if ignored:
+        log.warning("HW4 features are not audio: ignoring the waveform augmentation settings %s", ignored)
+    frames = round(data["crop_seconds"] * cfg["frontend"]["sample_rate"] / HOP_LENGTH)
+    dataset = Hw4CropDataset(train, speaker2id, segment_len=frames, seed=seed)
+    log.info("training on %d HW4 utterances of %d speakers (%d-frame crops); %d validation utterances",
+             len(train), len({u.speaker for u in train}), frames, len(val))
+    classes = sorted(speaker2id, key=speaker2id.__getitem__)
+    return Prepared(dataset, classes, speaker2id, val, None, {item.feature_path: item.mel_len for item in items})
+
+
 def prepare_data(cfg: dict, run_dir: Path, d: Dist) -> Prepared:
     data, seed = cfg["data"], cfg["seed"]
     if not data["sources"]:
         raise DataError("No data sources: set data.sources in the config (see train/configs/).")
+    if any(spec.get("type") == "hw4" for spec in data["sources"]):
+        return prepare_hw4(cfg, run_dir, d)
     utts, repeats, held = [], [], []
     for spec in data["sources"]:
         kept, out = load_source(spec, seed)
@@ -83,19 +135,13 @@ def prepare_data(cfg: dict, run_dir: Path, d: Dist) -> Prepared:
         repeats += [int(spec.get("repeats", 1))] * len(kept)
         held += out
     split = data["split"]
-    if split["kind"] == "utterance":
-        train, val = utterance_split(utts, float(split.get("val_fraction", 0.0)), seed)
-    elif split["kind"] == "speaker":
-        train, val = speaker_disjoint_split(utts, split["val_speakers"], seed)
-    elif split["kind"] == "kfold":
-        train, val = k_fold(utts, int(split["folds"]), int(split["fold"]), seed)
-    else:
-        raise DataError(f"Unknown split kind {split['kind']!r}; choose utterance, speaker or kfold.")
+    train, val = split_data(utts, split, seed)
     check_training_set(train)
     keep = {id(u) for u in train}
     repeats = [r for u, r in zip(utts, repeats) if id(u) in keep]
     if d.main:
         write_split(run_dir / "split.csv", train=train, val=val, holdout=held)
+    val = readable(val)
     labels = label_map(train)
     aug = AugmentConfig(**cfg["augment"])
     speeds = aug.speeds if aug.speeds_as_speakers else []
@@ -117,6 +163,13 @@ def prepare_data(cfg: dict, run_dir: Path, d: Dist) -> Prepared:
     elif split["kind"] == "speaker" and val:
         trials = (make_trials(val, 2000, seed), Path("/"))
     return Prepared(dataset, classes, labels, val if split["kind"] != "speaker" else [], trials)
+
+
+def readable(utts: list[Utterance]) -> list[Utterance]:
+    """The clips whose headers can be read: validation embeds whole clips, and one bad file
+    would otherwise end the run at its first validation, possibly hours in."""
+    store = AudioStore(utts, preload=False)
+    return [u for u in utts if str(u.file) in store.readable]
 
 
 # ----------------------------------------------------------------------------- commands
@@ -146,6 +199,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
         (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     data = prepare_data(cfg, run_dir, d)
     fit(cfg, run_dir, data, d, resume=bool(args.resume))
+    if d.world > 1:
+        torch.distributed.destroy_process_group()
     return 0
 
 
@@ -277,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except DataError as err:
+    except (ConfigError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 

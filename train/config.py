@@ -1,12 +1,28 @@
-"""Run configuration: defaults, YAML files, ``--set key.sub=value`` overrides."""
+"""Run configuration: defaults, YAML files, ``--set key.sub=value`` overrides, and early checks.
+
+The checks run before any data is read, so that a misspelt encoder name costs a second, not the
+minutes a large data set takes to preload.
+"""
 
 from __future__ import annotations
 
 import copy
+import inspect
+import re
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from speakerdemo.features import frontend_config
+from speakerdemo.losses import HEADS
+from speakerdemo.models import ENCODERS
+
+OPTIMIZERS = ("adamw", "sgd")
+SCHEDULES = ("cosine", "step", "multistep", "exponential", "plateau", "cyclic")
+# Sections that pick a component by ``name``: the defaults' other keys belong to the default
+# component, so a file that names another one replaces the section instead of merging into it.
+NAMED_SECTIONS = ("encoder", "head", "optim", "schedule")
 
 DEFAULTS: dict[str, Any] = {
     "seed": 0,
@@ -33,6 +49,27 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
+class ConfigError(ValueError):
+    """A configuration that cannot run; the message names the key and the accepted values."""
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML 1.2 exponent floats: PyYAML reads ``1e-3`` and ``1.5e3`` (no dot, or no exponent sign)
+    as strings, which would reach the optimizer as ``lr="1e-3"``."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
+def parse_yaml(text: str) -> Any:
+    """Safe YAML (plain data only), with the exponent floats above."""
+    return yaml.load(text, Loader=_Loader)
+
+
 def deep_merge(base: dict, update: dict) -> dict:
     out = copy.deepcopy(base)
     for key, value in update.items():
@@ -40,27 +77,87 @@ def deep_merge(base: dict, update: dict) -> dict:
     return out
 
 
+def merge_file(cfg: dict, loaded: dict) -> dict:
+    """``deep_merge``, except that a named section naming another component replaces the default."""
+    loaded = dict(loaded)
+    replaced = {}
+    for section in NAMED_SECTIONS:
+        value = loaded.get(section)
+        if isinstance(value, dict) and value.get("name", cfg[section]["name"]) != cfg[section]["name"]:
+            replaced[section] = loaded.pop(section)
+    return {**deep_merge(cfg, loaded), **replaced}
+
+
 def apply_override(cfg: dict, assignment: str) -> None:
     """``train.steps=500`` or ``encoder.channels=256``: the value is parsed as YAML."""
     if "=" not in assignment:
-        raise ValueError(f"Override {assignment!r} must look like key.sub=value.")
+        raise ConfigError(f"Override {assignment!r} must look like key.sub=value.")
     dotted, raw = assignment.split("=", 1)
     keys = dotted.strip().split(".")
     node = cfg
     for key in keys[:-1]:
         node = node.setdefault(key, {})
         if not isinstance(node, dict):
-            raise ValueError(f"Override {assignment!r}: {key} is not a section.")
-    node[keys[-1]] = yaml.safe_load(raw)
+            raise ConfigError(f"Override {assignment!r}: {key} is not a section.")
+    node[keys[-1]] = parse_yaml(raw)
+
+
+def _options(component: type, supplied: tuple[str, ...]) -> set[str]:
+    """Keyword arguments a component's constructor takes from the config (not those the code supplies)."""
+    return set(inspect.signature(component.__init__).parameters) - {"self", *supplied}
+
+
+def _check_component(cfg: dict, section: str, registry: dict[str, type], supplied: tuple[str, ...],
+                     extra: tuple[str, ...] = ()) -> None:
+    """Known name, and only options the named component accepts (instead of a TypeError deep in training)."""
+    spec = cfg[section]
+    name = spec.get("name")
+    if name not in registry:
+        raise ConfigError(f"Unknown {section} {name!r}; choose one of {sorted(registry)}.")
+    accepted = _options(registry[name], supplied) | set(extra)
+    unknown = sorted(set(spec) - {"name"} - accepted)
+    if unknown:
+        raise ConfigError(f"{section} option(s) {unknown} do not apply to {name}; it takes {sorted(accepted)}. "
+                          f"To switch {section}, replace the whole section: --set '{section}={{name: ...}}'.")
+
+
+def check_config(cfg: dict) -> None:
+    """Names and options of the model parts, optimizer and schedule."""
+    _check_component(cfg, "encoder", ENCODERS, ("n_mels",), extra=("preset",))
+    if cfg["head"]:
+        _check_component(cfg, "head", HEADS, ("embed_dim", "n_classes"))
+    if cfg["optim"].get("name", "adamw") not in OPTIMIZERS:
+        raise ConfigError(f"Unknown optimizer {cfg['optim']['name']!r}; choose one of {list(OPTIMIZERS)}.")
+    if cfg["schedule"].get("name", "cosine") not in SCHEDULES:
+        raise ConfigError(f"Unknown schedule {cfg['schedule']['name']!r}; choose one of {list(SCHEDULES)}.")
+
+
+def resolve_frontend(cfg: dict) -> None:
+    """Expand ``frontend`` into every front-end setting, so config.yaml records the features exactly.
+
+    ``frontend.preset`` picks a speakerdemo preset that the other keys override. HW4 feature
+    sources default to the ``hw4`` preset: their features were made with it, and a checkpoint that
+    records it also classifies raw audio the way the features were computed.
+    """
+    settings = dict(cfg["frontend"])
+    hw4 = any(spec.get("type") == "hw4" for spec in cfg["data"]["sources"])
+    preset = settings.pop("preset", "hw4" if hw4 else "default")
+    try:
+        cfg["frontend"] = frontend_config(preset, **settings).to_dict()
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"frontend: {err}") from err
 
 
 def load_config(path: Path | None, overrides: list[str]) -> dict:
+    """Defaults, then the YAML file, then ``--set`` overrides in order; checked and resolved."""
     cfg = copy.deepcopy(DEFAULTS)
     if path is not None:
-        loaded = yaml.safe_load(Path(path).read_text()) or {}
+        loaded = parse_yaml(Path(path).read_text()) or {}
         if not isinstance(loaded, dict):
-            raise ValueError(f"{path} must hold a YAML mapping.")
-        cfg = deep_merge(cfg, loaded)
+            raise ConfigError(f"{path} must hold a YAML mapping.")
+        cfg = merge_file(cfg, loaded)
     for assignment in overrides:
         apply_override(cfg, assignment)
+    check_config(cfg)
+    resolve_frontend(cfg)
     return cfg

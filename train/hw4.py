@@ -27,6 +27,7 @@ from .data import DataError, Utterance, safe_path
 
 N_MELS = 40
 SEGMENT_LEN = 128
+HOP_LENGTH = 160  # samples per feature frame: 10 ms at 16 kHz, the hop of the ``hw4`` front-end preset
 MAPPING_FILE = "mapping.json"
 METADATA_FILE = "metadata.json"
 TESTDATA_FILE = "testdata.json"
@@ -173,7 +174,9 @@ class Hw4CropDataset(Dataset):
 
     Like ``train.data.CropDataset``, item ``i`` of epoch ``epoch`` always gets the same crop for a
     given ``seed``, so a resumed run sees exactly the crops an uninterrupted one would have;
-    ``epoch`` is a plain attribute the training loop sets before each epoch.
+    ``epoch`` is a plain attribute the training loop sets before each epoch, and ``crop_samples``
+    the crop length in waveform samples that the loop speaks for every data set (it lengthens
+    crops late in training).
     """
 
     def __init__(self, utts: Sequence[Utterance], labels: dict[str, int], segment_len: int = SEGMENT_LEN,
@@ -188,6 +191,14 @@ class Hw4CropDataset(Dataset):
         self.segment_len = segment_len
         self.seed = seed
         self.epoch = 0
+
+    @property
+    def crop_samples(self) -> int:
+        return self.segment_len * HOP_LENGTH
+
+    @crop_samples.setter
+    def crop_samples(self, samples: int) -> None:
+        self.segment_len = max(1, samples // HOP_LENGTH)
 
     def __len__(self) -> int:
         return len(self.utts)

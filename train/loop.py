@@ -17,14 +17,17 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
 from speakerdemo.encoder import SpeakerEncoder
 from speakerdemo.metrics import compute_eer
 
 from .augment import SpecAugment
-from .data import CropDataset, Trial, Utterance, safe_path
+from .config import OPTIMIZERS, SCHEDULES
+from .data import Trial, Utterance, safe_path
+from .hw4 import Hw4TestItem
+from .predict import batch_logits, batches, load_batch
 
 log = logging.getLogger("train")
 
@@ -87,7 +90,7 @@ def build_optimizer(params: Any, cfg: dict) -> torch.optim.Optimizer:
     if name == "sgd":
         return torch.optim.SGD(params, lr=cfg["lr"], momentum=cfg.get("momentum", 0.9),
                                weight_decay=cfg.get("weight_decay", 1e-4), nesterov=True)
-    raise ValueError(f"Unknown optimizer {name!r}; choose adamw or sgd.")
+    raise ValueError(f"Unknown optimizer {name!r}; choose one of {list(OPTIMIZERS)}.")
 
 
 def build_scheduler(opt: torch.optim.Optimizer, cfg: dict, total_steps: int) -> Any:
@@ -116,7 +119,7 @@ def build_scheduler(opt: torch.optim.Optimizer, cfg: dict, total_steps: int) -> 
     if name == "cyclic":
         return sched.CyclicLR(opt, cfg.get("base_lr", opt.param_groups[0]["lr"] / 10), opt.param_groups[0]["lr"],
                               step_size_up=cfg.get("step_size_up", 2000), cycle_momentum=False)
-    raise ValueError(f"Unknown schedule {name!r}; choose cosine, step, multistep, exponential, plateau or cyclic.")
+    raise ValueError(f"Unknown schedule {name!r}; choose one of {list(SCHEDULES)}.")
 
 
 def margin_at(step: int, final: float, start: int, length: int) -> float:
@@ -172,16 +175,25 @@ def _fsync_dir(path: Path) -> None:
 
 # ----------------------------------------------------------------------------- the model in training
 class TrainModel(nn.Module):
-    """SpeakerEncoder + SpecAugment + head: waveforms and labels in, loss and logits out."""
+    """SpeakerEncoder + SpecAugment + head: crops and labels in, loss and logits out.
+
+    Crops are waveforms (B, N), or features (B, T, F) for data sets that ship features (HW4):
+    those already are the front end's output, so they go straight to SpecAugment. Crops are never
+    padded, so every frame is real.
+    """
 
     def __init__(self, encoder: SpeakerEncoder, specaug: SpecAugment) -> None:
         super().__init__()
         self.encoder = encoder
         self.specaug = specaug
 
-    def forward(self, wav: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        with torch.no_grad():
-            feats, mask = self.encoder.frontend(wav)
+    def forward(self, crops: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if crops.dim() == 3:
+            feats = crops
+            mask = torch.ones(crops.shape[:2], dtype=torch.bool, device=crops.device)
+        else:
+            with torch.no_grad():
+                feats, mask = self.encoder.frontend(crops)
         out = self.encoder.model(self.specaug(feats), mask)
         result = self.encoder.head(out.embedding.float(), labels)
         return result.loss, result.logits
@@ -191,7 +203,7 @@ class TrainModel(nn.Module):
 class MetricLog:
     """Per-step metrics to metrics.jsonl, TensorBoard when installed, and a curves plot."""
 
-    def __init__(self, run_dir: Path, enabled: bool) -> None:
+    def __init__(self, run_dir: Path, enabled: bool, resumed_at: int | None = None) -> None:
         self.path = run_dir / "metrics.jsonl"
         self.enabled = enabled
         self.writer = None
@@ -199,7 +211,8 @@ class MetricLog:
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
-                self.writer = SummaryWriter(str(run_dir / "tensorboard"))
+                # purge_step hides the events an interrupted run logged after its last checkpoint.
+                self.writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=resumed_at)
             except ImportError:
                 log.info("tensorboard is not installed: metrics go to metrics.jsonl only")
 
@@ -213,11 +226,21 @@ class MetricLog:
                 self.writer.add_scalar(key, value, step)
 
     def truncate_after(self, step: int) -> None:
-        """On resume, drop lines logged after the checkpoint so the curve has no duplicates."""
+        """On resume, drop lines logged after the checkpoint so the curve has no duplicates.
+
+        A run killed mid-write leaves a torn last line; it was logged after the checkpoint too.
+        """
         if not (self.enabled and self.path.exists()):
             return
-        lines = [l for l in self.path.read_text().splitlines() if l and json.loads(l)["step"] <= step]
-        self.path.write_text("".join(l + "\n" for l in lines))
+        kept = []
+        for line in self.path.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                break
+            if row["step"] <= step:
+                kept.append(line)
+        self.path.write_text("".join(l + "\n" for l in kept))
 
     def plot(self, out: Path) -> None:
         if not (self.enabled and self.path.exists()):
@@ -259,16 +282,38 @@ def trial_scores(encoder: SpeakerEncoder, trials: list[Trial], root: Path) -> tu
     return scores, np.array([t.label for t in trials])
 
 
+def feature_predictions(encoder: SpeakerEncoder, utts: list[Utterance], frames: dict[str, int],
+                        batch_size: int = 32) -> list[int]:
+    """Class of each feature-file utterance at FULL length, computed exactly as ``predict`` does it.
+
+    ``frames[u.path]`` is the utterance's length from the data set's index, so the files can be
+    batched by length (and padded under a mask) without reading them twice.
+    """
+    items = [Hw4TestItem(str(u.file), frames[u.path]) for u in utts]
+    predicted: dict[int, int] = {}
+    for group in batches(items, batch_size):
+        logits = batch_logits(encoder, *load_batch(Path("/"), [items[i] for i in group]))
+        predicted.update(zip(group, logits.argmax(dim=1).tolist()))
+    return [predicted[i] for i in range(len(items))]
+
+
 def validate(encoder: SpeakerEncoder, val_utts: list[Utterance], labels: dict[str, int],
-             trials: tuple[list[Trial], Path] | None) -> dict[str, float]:
-    """Utterance accuracy (logits without margin, full utterances) and EER on a trial list if given."""
+             trials: tuple[list[Trial], Path] | None, frames: dict[str, int] | None = None) -> dict[str, float]:
+    """Utterance accuracy (logits without margin, full utterances) and EER on a trial list if given.
+
+    ``frames`` marks feature data sets (HW4): their utterances are feature files, classified by
+    ``encoder.model`` and the head directly; audio clips go through the encoder's front end.
+    """
     encoder.eval()
     metrics: dict[str, float] = {}
     known = [u for u in val_utts if u.speaker in labels]
     if known:
-        embs = embed_files(encoder, [u.file for u in known], desc="validation")
-        hits = [int(np.argmax(e.class_logits) == labels[u.speaker]) for u, e in zip(known, embs)]
-        metrics["val_accuracy"] = float(np.mean(hits))
+        if frames is not None:
+            predicted = feature_predictions(encoder, known, frames)
+        else:
+            predicted = [int(np.argmax(e.class_logits)) for e in embed_files(encoder, [u.file for u in known],
+                                                                              desc="validation")]
+        metrics["val_accuracy"] = float(np.mean([p == labels[u.speaker] for u, p in zip(known, predicted)]))
     if trials is not None:
         scores, lab = trial_scores(encoder, *trials)
         metrics["val_eer"] = compute_eer(scores, lab)[0]
@@ -278,10 +323,14 @@ def validate(encoder: SpeakerEncoder, val_utts: list[Utterance], labels: dict[st
 
 # ----------------------------------------------------------------------------- fit
 def _state(model: TrainModel, opt: Any, sched: Any, scaler: Any, progress: dict) -> dict:
+    """Everything a resumed run needs to continue bit for bit, RNG states included (dropout and
+    SpecAugment draw from the global generators)."""
     return {
         "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
         "scaler": scaler.state_dict() if scaler is not None else None,
-        "torch_rng": torch.get_rng_state(), "progress": progress,
+        "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        "progress": progress,
     }
 
 
@@ -294,6 +343,8 @@ def _restore(path: Path, model: TrainModel, opt: Any, sched: Any, scaler: Any) -
     if scaler is not None and state["scaler"] is not None:
         scaler.load_state_dict(state["scaler"])
     torch.set_rng_state(state["torch_rng"])
+    if state.get("cuda_rng") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
     return state["progress"]
 
 
@@ -311,13 +362,20 @@ def _autocast(device: torch.device, amp: str) -> Any:
 
 @dataclass
 class Prepared:
-    """Everything ``fit`` needs from the data stage."""
+    """Everything ``fit`` needs from the data stage.
 
-    dataset: CropDataset
+    ``dataset`` yields (crop, label): ``train.data.CropDataset`` (waveforms) or
+    ``train.hw4.Hw4CropDataset`` (features); both expose the ``crop_samples`` and ``epoch``
+    attributes the loop sets. ``val_frames`` is set for feature data sets only: frames per
+    validation utterance, for full-length validation on the feature files.
+    """
+
+    dataset: Dataset
     classes: list[str]
     labels: dict[str, int]
     val_utts: list[Utterance]
     trials: tuple[list[Trial], Path] | None
+    val_frames: dict[str, int] | None = None
 
 
 def fit(cfg: dict, run_dir: Path, data: Prepared, d: Dist, resume: bool = False) -> Path:
@@ -338,7 +396,6 @@ def fit(cfg: dict, run_dir: Path, data: Prepared, d: Dist, resume: bool = False)
     opt = build_optimizer(model.parameters(), cfg["optim"])
     sched = build_scheduler(opt, cfg["schedule"], t["steps"])
     scaler = torch.amp.GradScaler("cuda") if device.type == "cuda" and t.get("amp") == "fp16" else None
-    metrics = MetricLog(run_dir, d.main)
 
     dataset = data.dataset
     sampler = ResumableSampler(len(dataset), t["batch_size"], cfg["seed"], d)
@@ -346,8 +403,11 @@ def fit(cfg: dict, run_dir: Path, data: Prepared, d: Dist, resume: bool = False)
         raise ValueError(f"{len(dataset)} training crops are fewer than one batch of {t['batch_size']} per process.")
     progress = {"step": 0, "epoch": 0, "batch": 0, "best": None, "crop_samples": dataset.crop_samples}
     state_path = run_dir / STATE_FILE
-    if resume and state_path.exists():
+    resumed = resume and state_path.exists()
+    if resumed:
         progress = _restore(state_path, model, opt, sched, scaler)
+    metrics = MetricLog(run_dir, d.main, resumed_at=progress["step"] if resumed else None)
+    if resumed:
         metrics.truncate_after(progress["step"])
         log.info("resumed from step %d (epoch %d, batch %d)", progress["step"], progress["epoch"], progress["batch"])
     head = model.encoder.head
@@ -363,17 +423,20 @@ def fit(cfg: dict, run_dir: Path, data: Prepared, d: Dist, resume: bool = False)
         dataset.crop_samples = progress["crop_samples"]
         dataset.epoch = sampler.epoch = progress["epoch"]
         sampler.start_batch = progress["batch"]
+        # The loader's own generator: by default each new loader draws its workers' base seed from
+        # the global RNG, so a resumed run (one extra loader) would get other dropout and masks.
         loader = DataLoader(dataset, t["batch_size"], sampler=sampler, num_workers=t.get("num_workers", 2),
                             drop_last=True, pin_memory=device.type == "cuda",
-                            persistent_workers=False, prefetch_factor=4 if t.get("num_workers", 2) else None)
-        for wav, labels in loader:
+                            persistent_workers=False, prefetch_factor=4 if t.get("num_workers", 2) else None,
+                            generator=torch.Generator().manual_seed(cfg["seed"] + progress["epoch"]))
+        for crops, labels in loader:
             step = progress["step"]
             if hasattr(head, "margin"):
                 head.margin = margin_at(step, cfg["head"].get("margin", 0.2), t.get("margin_warmup_start", 0),
                                         t.get("margin_warmup_steps", 0))
-            wav, labels = wav.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+            crops, labels = crops.to(device, non_blocking=True), labels.to(device, non_blocking=True)
             with _autocast(device, t.get("amp", "bf16")):
-                loss, logits = net(wav, labels)
+                loss, logits = net(crops, labels)
             opt.zero_grad(set_to_none=True)
             if scaler is not None:
                 scaler.scale(loss).backward()
@@ -390,7 +453,7 @@ def fit(cfg: dict, run_dir: Path, data: Prepared, d: Dist, resume: bool = False)
                 sched.step()
             progress["step"] += 1
             progress["batch"] += 1
-            seen += wav.shape[0] * d.world
+            seen += crops.shape[0] * d.world
             accuracy = (logits.argmax(dim=1) == labels).float().mean().item()
             rate = seen / (time.perf_counter() - started)
             lr = opt.param_groups[0]["lr"]
@@ -425,7 +488,7 @@ def _validate_and_keep_best(cfg: dict, run_dir: Path, model: TrainModel, data: P
                             progress: dict, metrics: MetricLog, sched: Any) -> None:
     """Validation runs on rank 0; the others wait. The best checkpoint is written atomically."""
     if d.main and (data.val_utts or data.trials):
-        values = validate(model.encoder, data.val_utts, data.labels, data.trials)
+        values = validate(model.encoder, data.val_utts, data.labels, data.trials, data.val_frames)
         metrics.write(progress["step"], **values)
         log.info("step %d: %s", progress["step"], " ".join(f"{k}={v:.4f}" for k, v in values.items()))
         key = cfg["train"].get("best_metric")
