@@ -1,0 +1,1 @@
+"""Benchmarks of speakerdemo: one script per question, see benchmarks/README.md."""

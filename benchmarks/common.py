@@ -1,0 +1,317 @@
+"""What every benchmark shares: the header line, timing, memory, real-speech clips, tables, peers.
+
+Timings are medians of repeated calls after warm-up, and every ratio a script prints is taken
+between numbers measured in the same run, because shared machines drift by more than the
+differences being measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import ctypes
+import gc
+import os
+import platform
+import statistics
+import sys
+import time
+import tracemalloc
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DATA_ROOT = REPO_ROOT.parent / "shared" / "data"
+CHECKPOINTS = REPO_ROOT / "checkpoints"
+DEFAULT_CHECKPOINT = CHECKPOINTS / "ecapa-speechocean"
+SAMPLE_RATE = 16000
+MIB = 2**20
+
+
+# ----------------------------------------------------------------------------- header and arguments
+def cpu_model() -> str:
+    """The CPU's marketing name, so that numbers from different machines are not mixed up."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (a container's limit, not the host's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def print_header(name: str, extra: str = "") -> None:
+    """``# benchmark: <name> | cpu ... | cores ... | torch ... | date``: first line of every script."""
+    import torch
+
+    parts = [
+        f"# benchmark: {name}",
+        f"cpu: {cpu_model()}",
+        f"cores: {usable_cores()}",
+        f"torch {torch.__version__}",
+        f"torch threads: {torch.get_num_threads()}",
+        datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    ]
+    if torch.cuda.is_available():
+        parts.append(f"gpu: {torch.cuda.get_device_name(0)}")
+    if extra:
+        parts.append(extra)
+    print(" | ".join(parts), flush=True)
+
+
+def note(text: str) -> None:
+    """A comment line in the output (``# ...``), flushed so a subprocess reader sees it at once."""
+    print(f"# {text}", flush=True)
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """``--help`` shows the script's docstring as written (what is timed) and every default."""
+
+
+def base_parser(description: str | None) -> argparse.ArgumentParser:
+    """Options every script has: ``--quick`` (tiny inputs, for the smoke test) and ``--data``."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=_HelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="tiny inputs: checks that the script runs")
+    parser.add_argument("--data", type=Path, default=DATA_ROOT, help="the shared corpora (../shared/data)")
+    return parser
+
+
+def set_threads(threads: int) -> None:
+    """Pin torch's intra-op threads so that every method in a run gets the same cores."""
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+# ----------------------------------------------------------------------------- checkpoints and data
+def load_checkpoint(path: Path, device: str = "cpu") -> Any:
+    """A SpeakerEncoder, or exit 2 with the reason (a missing default checkpoint is a setup error)."""
+    from speakerdemo.encoder import CheckpointError, SpeakerEncoder
+
+    if not (path / "config.json").is_file():
+        sys.exit(f"error: no checkpoint at {path} (train one, or pass --checkpoint FOLDER)")
+    try:
+        return SpeakerEncoder.from_pretrained(path, device=device)
+    except CheckpointError as err:
+        sys.exit(f"error: {err}")
+
+
+def data_or_skip(data_root: Path, corpus: str) -> Path | None:
+    """The corpus folder, or None after saying that it is missing (callers then skip that part)."""
+    folder = data_root / corpus
+    if not (folder / "utterances.csv").is_file():
+        note(f"SKIPPED: {folder}/utterances.csv not found; the real-speech part needs ../shared/data")
+        return None
+    return folder
+
+
+def read_manifest(folder: Path) -> list[dict[str, str]]:
+    """Rows of a corpus' utterances.csv, in file order."""
+    with open(folder / "utterances.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def load_wav(path: Path) -> np.ndarray:
+    """A whole file as 16-kHz float32 mono, through the project's own loader (no limits)."""
+    from speakerdemo.audio import load_audio
+
+    return load_audio(path, SAMPLE_RATE, max_seconds=None, min_speech_seconds=0.0, max_bytes=None)
+
+
+def speech_clips(corpus: Path, seconds: float, count: int) -> list[np.ndarray]:
+    """``count`` clips of real speech, exactly ``seconds`` long, clip ``i`` starting at file ``i``.
+
+    A clip longer than its file continues with the next files (other speakers): for speed
+    measurements only the length and the presence of speech matter.
+    """
+    rows = read_manifest(corpus)
+    need = int(round(seconds * SAMPLE_RATE))
+    cache: dict[int, np.ndarray] = {}
+    clips = []
+    for i in range(count):
+        parts, have, j = [], 0, i
+        while have < need:
+            index = j % len(rows)
+            if index not in cache:
+                cache[index] = load_wav(corpus / rows[index]["path"])
+            parts.append(cache[index])
+            have += len(cache[index])
+            j += 1
+        clips.append(np.concatenate(parts)[:need].astype(np.float32))
+    return clips
+
+
+# ----------------------------------------------------------------------------- timing and memory
+@dataclass
+class Timing:
+    """Seconds per call: the median and every repeat, so the spread can be shown too."""
+
+    median: float
+    runs: list[float]
+
+    @property
+    def spread(self) -> float:
+        """(max - min) / median: how noisy the machine was during these repeats."""
+        return (max(self.runs) - min(self.runs)) / self.median if self.median > 0 else 0.0
+
+
+def time_calls(fn: Callable[[], Any], repeats: int, warmup: int,
+               sync: Callable[[], None] | None = None) -> Timing:
+    """Median wall time of ``fn`` over ``repeats`` calls after ``warmup`` untimed ones.
+
+    ``sync`` (e.g. ``torch.cuda.synchronize``) runs before each clock reading, so that queued
+    GPU work is counted in the call that queued it.
+    """
+    return time_interleaved({"": fn}, repeats, warmup, sync)[""]
+
+
+def time_interleaved(fns: dict[str, Callable[[], Any]], repeats: int, warmup: int,
+                     sync: Callable[[], None] | None = None) -> dict[str, Timing]:
+    """``time_calls`` for several methods, their repeats taken in turn (A, B, A, B, ...).
+
+    Interleaving spreads slow phases of a shared machine over all methods alike, so the ratios
+    between their medians are not biased by which one happened to run during a busy minute.
+    """
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    runs: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            if sync:
+                sync()
+            start = time.perf_counter()
+            fn()
+            if sync:
+                sync()
+            runs[name].append(time.perf_counter() - start)
+    return {name: Timing(statistics.median(r), r) for name, r in runs.items()}
+
+
+def _status_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise KeyError(field)
+
+
+def _release_freed_memory() -> None:
+    """Hand memory that Python and malloc hold but no longer use back to the OS before measuring.
+
+    ``gc.freeze`` moves the survivors out of the collector's reach, so that the next collection
+    scans only new objects (a full one takes 0.2 s once torch and the peers are imported).
+    """
+    gc.collect()
+    gc.freeze()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def peak_rss_delta(fn: Callable[[], Any]) -> float | None:
+    """MiB by which the process' resident set grew at its peak during one call of ``fn``.
+
+    Counts everything the call allocates, torch's CPU tensors included (which tracemalloc cannot
+    see). Uses Linux's resettable high-water mark (``/proc/self/clear_refs``); None elsewhere.
+    """
+    _release_freed_memory()
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        before = _status_kib("VmRSS")
+    except (OSError, KeyError):
+        return None
+    fn()
+    return max(0, _status_kib("VmHWM") - before) / 1024
+
+
+def traced_peak(fn: Callable[[], Any]) -> float:
+    """MiB of Python and numpy allocations at their peak during one call (tracemalloc).
+
+    Measured in a separate call from the timed ones: tracing slows every allocation down.
+    """
+    _release_freed_memory()
+    tracemalloc.start()
+    try:
+        fn()
+        return tracemalloc.get_traced_memory()[1] / MIB
+    finally:
+        tracemalloc.stop()
+
+
+# ----------------------------------------------------------------------------- output
+def fmt(value: float | None, digits: int = 3) -> str:
+    """A number for a table cell; ``n/a`` where nothing was measured."""
+    if value is None:
+        return "n/a"
+    if value != 0 and abs(value) < 10 ** -digits:
+        return f"{value:.{digits}g}"
+    return f"{value:.{digits}f}"
+
+
+def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    """A Markdown table (pastes straight into benchmarks/README.md)."""
+    cells = [[str(c) for c in row] for row in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
+    print("| " + " | ".join(h.ljust(w) for h, w in zip(headers, widths)) + " |")
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for row in cells:
+        print("| " + " | ".join(c.ljust(w) for c, w in zip(row, widths)) + " |")
+    sys.stdout.flush()
+
+
+def ratio(numerator: float | None, denominator: float | None) -> str:
+    """``a/b`` to three digits, or n/a when either side was not measured."""
+    if numerator is None or denominator is None or denominator == 0:
+        return "n/a"
+    return f"{numerator / denominator:.3f}"
+
+
+# ----------------------------------------------------------------------------- peers
+def import_peer(module: str, install: str) -> ModuleType | None:
+    """Import a peer toolkit, or say clearly that its rows are skipped and how to get them."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except Exception as err:  # a broken install of a peer must not stop our own measurements
+        note(f"SKIPPED {module}: cannot import it ({type(err).__name__}: {err}); "
+             f"install with: .venv/bin/pip install {install}")
+        return None
+
+
+def speechbrain_ecapa(channels: int, embed_dim: int, n_mels: int) -> Any:
+    """SpeechBrain's ECAPA_TDNN, untrained, at our layout: C,C,C,C,3C channels, 128-d attention and SE.
+
+    Only its speed is compared, so no pretrained weights are fetched.
+    """
+    from speechbrain.lobes.models.ECAPA_TDNN import ECAPA_TDNN
+
+    return ECAPA_TDNN(
+        n_mels, lin_neurons=embed_dim, channels=[channels] * 4 + [3 * channels],
+        kernel_sizes=[5, 3, 3, 3, 1], dilations=[1, 2, 3, 4, 1], attention_channels=128,
+        res2net_scale=8, se_channels=128, global_context=True,
+    ).eval()
+
+
+def ecapa_width(encoder: Any) -> tuple[int, int] | None:
+    """(channels, embed_dim) of a SpeakerEncoder's ECAPA-TDNN, None for other encoders."""
+    from speakerdemo.models.ecapa_tdnn import EcapaTdnn
+
+    model = encoder.model
+    if not isinstance(model, EcapaTdnn):
+        return None
+    return model.layer1.conv.out_channels, model.embed_dim
