@@ -18,16 +18,15 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import safetensors
 import safetensors.numpy
 
-from speakerdemo.scoring import cosine
+from .atomic import atomic_write_bytes
+from .scoring import cosine
 
 __all__ = ["Gallery", "GalleryError", "Match", "Ranking", "UNKNOWN"]
 
@@ -240,23 +239,9 @@ class Gallery:
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write atomically: the file at ``path`` is either the old one or the new one.
 
-        The bytes go to a temporary file in the same directory (so the final
-        rename stays on one filesystem), are flushed and fsynced, then
-        ``os.replace`` swaps them in. On any failure the temporary file is
-        removed and ``path`` is untouched.
+        See :func:`speakerdemo.atomic.atomic_write`.
         """
-        target = Path(path)
-        data = self.to_bytes()
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write_bytes(path, self.to_bytes())
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], max_bytes: int = 64 * 2**20) -> Gallery:

@@ -208,7 +208,8 @@ def test_save_fsyncs_before_replace(tmp_path, gallery, monkeypatch):
     monkeypatch.setattr(os, "fsync", lambda fd: (calls.append("fsync"), real_fsync(fd)))
     monkeypatch.setattr(os, "replace", lambda a, b: (calls.append("replace"), real_replace(a, b)))
     gallery.save(tmp_path / "g.safetensors")
-    assert calls == ["fsync", "replace"]
+    # The file's data is durable before the rename; the directory entry after it.
+    assert calls == ["fsync", "replace", "fsync"]
 
 
 def _file(clips: np.ndarray, meta: object | None, extra: dict | None = None) -> bytes:

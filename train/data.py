@@ -13,7 +13,7 @@ import random
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
 
 import numpy as np
 import soundfile as sf
@@ -134,18 +134,24 @@ def speaker_disjoint_split(
     return [u for u in utts if u.speaker not in held], [u for u in utts if u.speaker in held]
 
 
-def utterance_split(
-    utts: Sequence[Utterance], val_fraction: float, seed: int
-) -> tuple[list[Utterance], list[Utterance]]:
-    """Stratified per speaker (for identification): each speaker keeps at least one training clip."""
+def _shuffled_per_speaker(utts: Sequence[Utterance], seed: int) -> Iterator[list[Utterance]]:
+    """Each speaker's utterances in a seeded random order, speakers in name order."""
     by_speaker: dict[str, list[Utterance]] = defaultdict(list)
     for u in utts:
         by_speaker[u.speaker].append(u)
     rng = random.Random(seed)
-    train, val = [], []
     for speaker in sorted(by_speaker):
         items = by_speaker[speaker][:]
         rng.shuffle(items)
+        yield items
+
+
+def utterance_split(
+    utts: Sequence[Utterance], val_fraction: float, seed: int
+) -> tuple[list[Utterance], list[Utterance]]:
+    """Stratified per speaker (for identification): each speaker keeps at least one training clip."""
+    train, val = [], []
+    for items in _shuffled_per_speaker(utts, seed):
         n_val = min(int(round(val_fraction * len(items))), len(items) - 1)
         val += items[:n_val]
         train += items[n_val:]
@@ -154,14 +160,8 @@ def utterance_split(
 
 def k_fold(utts: Sequence[Utterance], folds: int, fold: int, seed: int) -> tuple[list[Utterance], list[Utterance]]:
     """Fold ``fold`` of a speaker-stratified K-fold split: (train, validation)."""
-    by_speaker: dict[str, list[Utterance]] = defaultdict(list)
-    for u in utts:
-        by_speaker[u.speaker].append(u)
-    rng = random.Random(seed)
     train, val = [], []
-    for speaker in sorted(by_speaker):
-        items = by_speaker[speaker][:]
-        rng.shuffle(items)
+    for items in _shuffled_per_speaker(utts, seed):
         for i, u in enumerate(items):
             (val if i % folds == fold else train).append(u)
     return train, val

@@ -26,7 +26,7 @@ from safetensors import SafetensorError, safe_open
 
 from speakerdemo.encoder import CONFIG_FILE, WEIGHTS_FILE
 
-from .predict import atomic_write_text
+from speakerdemo.atomic import atomic_write_text
 
 CARD_FILE = "README.md"
 UPLOADED = [CONFIG_FILE, WEIGHTS_FILE, CARD_FILE]

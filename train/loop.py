@@ -20,6 +20,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
+from speakerdemo.atomic import atomic_write, fsync_dir
 from speakerdemo.encoder import SpeakerEncoder
 from speakerdemo.metrics import compute_eer
 
@@ -131,14 +132,8 @@ def margin_at(step: int, final: float, start: int, length: int) -> float:
 
 # ----------------------------------------------------------------------------- checkpoints
 def atomic_torch_save(obj: Any, path: Path) -> None:
-    """Write to a temporary file, fsync, rename: a crash leaves the old file or the new one."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    """A training state written atomically: a crash leaves the old state or the new one."""
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def atomic_save_pretrained(model: SpeakerEncoder, folder: Path) -> None:
@@ -156,7 +151,7 @@ def atomic_save_pretrained(model: SpeakerEncoder, folder: Path) -> None:
     os.replace(tmp, folder)
     if old.exists():
         _rmtree(old)
-    _fsync_dir(folder.parent)
+    fsync_dir(folder.parent)
 
 
 def _rmtree(path: Path) -> None:
@@ -164,13 +159,6 @@ def _rmtree(path: Path) -> None:
 
     shutil.rmtree(path, ignore_errors=True)
 
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # ----------------------------------------------------------------------------- the model in training

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import os
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -19,6 +18,7 @@ from typing import Sequence
 import torch
 from tqdm import tqdm
 
+from speakerdemo.atomic import atomic_write_text
 from speakerdemo.encoder import CheckpointError, SpeakerEncoder
 
 from .data import DataError, safe_path
@@ -122,16 +122,3 @@ def write_submission(path: Path, rows: Sequence[tuple[str, str]]) -> None:
     writer.writerow(CSV_HEADER)
     writer.writerows(rows)
     atomic_write_text(Path(path), text.getvalue())
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write a temporary file beside ``path``, fsync it and rename it over ``path``."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
