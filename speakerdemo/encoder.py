@@ -27,6 +27,7 @@ from .scoring import Calibration
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 DEFAULT_THRESHOLD = 0.5
+CLIP_LEVEL = 0.999  # samples this close to full scale count as clipped
 
 
 class CheckpointError(ValueError):
@@ -48,6 +49,7 @@ class Embedding:
     speech_mask: np.ndarray
     speech_seconds: float
     duration_seconds: float
+    clipped_fraction: float = 0.0
     class_logits: np.ndarray | None = None
 
     @property
@@ -72,6 +74,7 @@ class _Clip:
     frame_times: np.ndarray
     speech: np.ndarray
     duration: float
+    clipped: float
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -196,13 +199,13 @@ class SpeakerEncoder(
                                 max_seconds=max_seconds, min_speech_seconds=min_speech_seconds)[0]
 
     def embed_batch(self, clips: Sequence[Any], *, max_seconds: float | None = MAX_SECONDS,
-                    min_speech_seconds: float = MIN_SPEECH_SECONDS,
+                    min_speech_seconds: float = MIN_SPEECH_SECONDS, names: Sequence[str] | None = None,
                     max_batch_frames: int = 48000) -> list[Embedding]:
         """Embed several clips; windows of all clips are batched by length on the device.
 
         Only detected speech is pooled. ``min_speech_seconds=0`` (evaluation of fixed trial lists)
         accepts any clip and pools all frames of a clip where no speech is detected. Raises
-        AudioError for the first bad clip, naming its position when there are several.
+        AudioError for the first bad clip, naming it (``names[i]``, else "Clip i") when there are several.
         """
         prepared = []
         for i, clip in enumerate(clips):
@@ -210,7 +213,8 @@ class SpeakerEncoder(
                 wav = load_audio(clip, max_seconds=max_seconds, min_speech_seconds=min_speech_seconds)
                 prepared.append(self._prepare(wav, require_speech=min_speech_seconds > 0))
             except AudioError as err:
-                raise AudioError(f"Clip {i + 1}: {err}" if len(clips) > 1 else str(err)) from None
+                name = names[i] if names else f"Clip {i + 1}"
+                raise AudioError(f"{name}: {err}" if len(clips) > 1 else str(err)) from None
         windows = [(c, w) for c, clip in enumerate(prepared) for w in self._windows(clip)]
         outputs = self._encode_windows([clip_windows for _, clip_windows in windows], max_batch_frames)
         return [
@@ -248,7 +252,8 @@ class SpeakerEncoder(
             if require_speech:
                 raise AudioError("No speech detected in the clip.")
             speech = np.ones_like(speech)
-        return _Clip(feats, feats.float().cpu().numpy(), original / sr, speech, len(wav) / sr)
+        clipped = float(np.mean(np.abs(wav) >= CLIP_LEVEL))
+        return _Clip(feats, feats.float().cpu().numpy(), original / sr, speech, len(wav) / sr, clipped)
 
     def _windows(self, clip: _Clip) -> list[torch.Tensor]:
         """Speech frames of a clip, normalised together, cut into windows of at most ``window_seconds``."""
@@ -312,5 +317,6 @@ class SpeakerEncoder(
             speech_mask=clip.speech,
             speech_seconds=min(float(clip.speech.sum() * hop), clip.duration),
             duration_seconds=clip.duration,
+            clipped_fraction=clip.clipped,
             class_logits=logits,
         )

@@ -27,7 +27,9 @@ from .data import (
     write_split,
 )
 from .hw4 import HOP_LENGTH, N_MELS, Hw4CropDataset, hw4_utterances, load_hw4
-from .loop import Dist, Prepared, atomic_save_pretrained, embed_files, fit, init_distributed, trial_scores
+from .loop import (
+    Dist, Prepared, atomic_save_pretrained, embed_files, fit, init_distributed, trial_embeddings, trial_scores,
+)
 
 log = logging.getLogger("train")
 
@@ -210,10 +212,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     results: dict = {"checkpoint": str(args.checkpoint)}
     if args.trials:
         trials = read_trials(Path(args.trials), Path(args.root))
-        scores, labels = trial_scores(encoder, trials, Path(args.root))
+        embeddings = trial_embeddings(encoder, trials, Path(args.root))
+        scores, labels = trial_scores(encoder, trials, Path(args.root), embeddings)
         results.update(verification_metrics(scores, labels, args.trials))
         if args.cohort:
-            normed = snorm_scores(encoder, trials, Path(args.root), Path(args.cohort), args.cohort_top_n)
+            normed = snorm_scores(encoder, trials, embeddings, Path(args.cohort), args.cohort_top_n)
             results["snorm"] = verification_metrics(normed, labels, args.trials)
         if args.calibrate:
             encoder.calibration = Calibration.from_scores(scores, labels, trials=trial_list_name(args.trials))
@@ -243,14 +246,12 @@ def verification_metrics(scores: np.ndarray, labels: np.ndarray, trials: str) ->
     }
 
 
-def snorm_scores(encoder: SpeakerEncoder, trials: list[Trial], root: Path, cohort_dir: Path, top_n: int) -> np.ndarray:
+def snorm_scores(encoder: SpeakerEncoder, trials: list[Trial], emb: dict, cohort_dir: Path, top_n: int) -> np.ndarray:
     """Adaptive s-norm against a cohort folder (one folder per speaker; the mean per speaker)."""
     cohort_utts = folder_source(cohort_dir)
     embs = embed_files(encoder, [u.file for u in cohort_utts], desc="cohort")
     speakers = sorted({u.speaker for u in cohort_utts})
     centres = np.stack([np.mean([e.vector for u, e in zip(cohort_utts, embs) if u.speaker == s], axis=0) for s in speakers])
-    names = sorted({t.a for t in trials} | {t.b for t in trials})
-    emb = dict(zip(names, embed_files(encoder, [root / n for n in names], desc="trial files")))
     a = np.stack([emb[t.a].vector for t in trials])
     b = np.stack([emb[t.b].vector for t in trials])
     raw = np.sum(a * b, axis=1)

@@ -262,10 +262,16 @@ def embed_files(encoder: SpeakerEncoder, files: list[Path], batch: int = 16, des
     return out
 
 
-def trial_scores(encoder: SpeakerEncoder, trials: list[Trial], root: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Cosine score of every trial; each file is embedded once."""
+def trial_embeddings(encoder: SpeakerEncoder, trials: list[Trial], root: Path) -> dict[str, Any]:
+    """Every file of a trial list embedded once, by its name in the list."""
     names = sorted({t.a for t in trials} | {t.b for t in trials})
-    emb = dict(zip(names, embed_files(encoder, [safe_path(root, n) for n in names], desc="trial files")))
+    return dict(zip(names, embed_files(encoder, [safe_path(root, n) for n in names], desc="trial files")))
+
+
+def trial_scores(encoder: SpeakerEncoder, trials: list[Trial], root: Path,
+                 embeddings: dict[str, Any] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Cosine score and label of every trial."""
+    emb = embeddings if embeddings is not None else trial_embeddings(encoder, trials, root)
     scores = np.array([encoder.score(emb[t.a], emb[t.b]) for t in trials])
     return scores, np.array([t.label for t in trials])
 

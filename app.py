@@ -1,0 +1,51 @@
+"""speakerdemo web app: ``python app.py [--model PATH_OR_REPO] [--port N] [--share] [--gallery FILE]``.
+
+Parses arguments, builds the UI from ``speakerdemo.ui`` and launches it. Nothing else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+import gradio as gr
+
+from speakerdemo.audio import MAX_SECONDS
+from speakerdemo.ui import MAX_UPLOAD_MB, Demo, Models, SharedGallery, available_checkpoints, build_demo
+
+CHECKPOINTS = Path(__file__).parent / "checkpoints"
+DEFAULT_MODEL = "ecapa-speechocean"
+QUEUE_CONCURRENCY = 2  # requests run at once; more queue up (one CPU request already uses both cores)
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--model", default=os.environ.get("SPEAKERDEMO_MODEL", DEFAULT_MODEL),
+                        help="checkpoint name in checkpoints/, a folder, or a Hub repo id "
+                             "(default: $SPEAKERDEMO_MODEL or %(default)s)")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", 7860)))
+    parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
+    parser.add_argument("--share", action="store_true", help="create a public gradio.live link")
+    parser.add_argument("--gallery", type=Path, help="persistent gallery file shared by all sessions")
+    parser.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    parser.add_argument("--max-seconds", type=float, default=MAX_SECONDS, help="longest clip accepted")
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    checkpoints = available_checkpoints(CHECKPOINTS)
+    by_folder = {str(Path(path).resolve()): name for name, path in checkpoints.items()}
+    # A folder of checkpoints/ given as a path is that checkpoint, not a second dropdown entry.
+    model = args.model if args.model in checkpoints else by_folder.get(str(Path(args.model).resolve()), args.model)
+    demo = Demo(Models(model, checkpoints, args.device),
+                SharedGallery(args.gallery) if args.gallery else None, args.max_seconds)
+    blocks = build_demo(demo)
+    blocks.queue(default_concurrency_limit=QUEUE_CONCURRENCY, max_size=64)
+    blocks.launch(server_name=args.host, server_port=args.port, share=args.share,
+                  max_file_size=f"{MAX_UPLOAD_MB}mb", theme=gr.themes.Soft(), footer_links=["api"])
+
+
+if __name__ == "__main__":
+    main()
