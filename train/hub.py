@@ -24,9 +24,8 @@ from huggingface_hub.errors import HfHubHTTPError, HFValidationError, LocalToken
 from huggingface_hub.utils import validate_repo_id
 from safetensors import SafetensorError, safe_open
 
-from speakerdemo.encoder import CONFIG_FILE, WEIGHTS_FILE
-
 from speakerdemo.atomic import atomic_write_text
+from speakerdemo.encoder import CONFIG_FILE, WEIGHTS_FILE
 
 CARD_FILE = "README.md"
 UPLOADED = [CONFIG_FILE, WEIGHTS_FILE, CARD_FILE]
