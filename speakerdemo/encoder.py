@@ -27,6 +27,7 @@ from .scoring import Calibration
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 DEFAULT_THRESHOLD = 0.5
+SPEED_MARK = "@"  # class "spk@0.9": speaker "spk" at speed 0.9 (see train/__main__.py)
 CLIP_LEVEL = 0.999  # samples this close to full scale count as clipped
 
 
@@ -229,12 +230,19 @@ class SpeakerEncoder(
         return float(np.dot(va, vb) / (np.linalg.norm(va) * np.linalg.norm(vb)))
 
     def classify(self, embedding: Embedding, top_k: int = 5) -> list[tuple[str, float]]:
-        """Top-k training speakers with probabilities, for checkpoints with a classifier head."""
+        """Top-k training speakers with probabilities, for checkpoints with a classifier head.
+
+        Classes named ``speaker@0.9`` are speed-perturbed copies of ``speaker`` (training with
+        speeds as new speakers); their probability is added to the speaker's own.
+        """
         if embedding.class_logits is None or not self.classes:
             return []
-        probs = torch.softmax(torch.from_numpy(embedding.class_logits), dim=0).numpy()
-        order = np.argsort(-probs)[:top_k]
-        return [(self.classes[i], float(probs[i])) for i in order]
+        probs = torch.softmax(torch.from_numpy(embedding.class_logits).double(), dim=0).numpy()
+        totals: dict[str, float] = {}
+        for name, p in zip(self.classes, probs):
+            speaker = name.split(SPEED_MARK)[0]
+            totals[speaker] = totals.get(speaker, 0.0) + float(p)
+        return sorted(totals.items(), key=lambda item: -item[1])[:top_k]
 
     def _prepare(self, wav: np.ndarray, require_speech: bool) -> _Clip:
         """Features of the whole clip, and which frames are speech, on the input's time axis."""

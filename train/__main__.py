@@ -14,7 +14,7 @@ import numpy as np
 import torch.distributed
 import yaml
 
-from speakerdemo.encoder import SpeakerEncoder
+from speakerdemo.encoder import SPEED_MARK, SpeakerEncoder
 from speakerdemo.gallery import Gallery
 from speakerdemo.metrics import compute_eer, compute_min_dcf, top_k_accuracy
 from speakerdemo.scoring import Calibration, adaptive_snorm, cosine
@@ -148,7 +148,7 @@ def prepare_data(cfg: dict, run_dir: Path, d: Dist) -> Prepared:
     aug = AugmentConfig(**cfg["augment"])
     speeds = aug.speeds if aug.speeds_as_speakers else []
     names = sorted(labels)
-    classes = names + [f"{n}@{s}" for s in speeds for n in names]
+    classes = names + [f"{n}{SPEED_MARK}{s}" for s in speeds for n in names]
     store = AudioStore(train, preload=bool(data.get("preload", True)))
     augmenter = None
     if cfg["augment"]:
