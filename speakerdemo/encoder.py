@@ -250,6 +250,11 @@ class SpeakerEncoder(
         hop = self.frontend.config.hop_length
         vad = detect_speech(wav, sr)
         processed, kept = self.frontend.prepare(wav)
+        # The STFT pads each end by n_fft // 2 samples, reflecting the clip: it needs more than that.
+        shortest = self.frontend.config.n_fft // 2 + 1
+        if len(processed) < shortest:
+            raise AudioError(f"The clip is too short ({1000 * len(wav) / sr:.0f} ms); "
+                             f"at least {1000 * shortest / sr:.0f} ms is needed.")
         with torch.inference_mode():
             feats = self.frontend.log_mel(torch.from_numpy(processed).to(self.device).unsqueeze(0))[0]
         positions = np.minimum(np.arange(feats.shape[0]) * hop, len(processed) - 1)

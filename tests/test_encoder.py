@@ -122,7 +122,7 @@ def test_refuses_bad_checkpoints(encoder, tmp_path):
 def test_classify_adds_speed_copies_to_their_speaker(encoder):
     model = SpeakerEncoder(encoder=encoder.encoder_config, head=encoder.head_config, classes=["a", "b", "a@0.9"])
     emb = encoder.embed(voiced(1.0), SR)
-    emb.class_logits = np.log(np.array([0.2, 0.5, 0.3], dtype=np.float32))
-    assert model.classify(emb) == [("a", pytest.approx(0.5)), ("b", pytest.approx(0.5))]
+    emb.class_logits = np.log(np.array([0.25, 0.45, 0.3], dtype=np.float32))
+    assert model.classify(emb) == [("a", pytest.approx(0.55)), ("b", pytest.approx(0.45))]
     emb.class_logits = np.log(np.array([0.1, 0.6, 0.3], dtype=np.float32))
     assert [name for name, _ in model.classify(emb, top_k=1)] == ["b"]
