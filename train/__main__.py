@@ -28,7 +28,8 @@ from .data import (
 )
 from .hw4 import HOP_LENGTH, N_MELS, Hw4CropDataset, hw4_utterances, load_hw4
 from .loop import (
-    Dist, Prepared, atomic_save_pretrained, embed_files, fit, init_distributed, trial_embeddings, trial_scores,
+    Dist, Prepared, StateError, atomic_save_pretrained, embed_files, fit, init_distributed, trial_embeddings,
+    trial_scores,
 )
 
 log = logging.getLogger("train")
@@ -333,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, DataError) as err:
+    except (ConfigError, DataError, StateError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 

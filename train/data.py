@@ -58,7 +58,10 @@ class Trial:
 def safe_path(root: Path, relative: str) -> Path:
     """``root / relative``, refusing entries that escape the root (``../../etc/passwd``)."""
     root = root.resolve()
-    path = (root / relative).resolve()
+    try:
+        path = (root / relative).resolve()
+    except (ValueError, OSError, RuntimeError) as err:  # NUL bytes, symlink loops
+        raise DataError(f"Path {relative!r} cannot be resolved inside the data root {root}: {err}") from err
     if root != path and root not in path.parents:
         raise DataError(f"Path {relative!r} points outside the data root {root}.")
     return path

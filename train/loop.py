@@ -8,6 +8,7 @@ import json
 import logging
 import math
 import os
+import pickle
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -328,18 +329,33 @@ def _state(model: TrainModel, opt: Any, sched: Any, scaler: Any, progress: dict)
     }
 
 
+class StateError(ValueError):
+    """A training state that cannot be resumed from (damaged, foreign, or of another model)."""
+
+
 def _restore(path: Path, model: TrainModel, opt: Any, sched: Any, scaler: Any) -> dict:
-    """Load a training state (tensors and plain containers only: ``weights_only=True``)."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    model.load_state_dict(state["model"])
-    opt.load_state_dict(state["optimizer"])
-    sched.load_state_dict(state["scheduler"])
-    if scaler is not None and state["scaler"] is not None:
-        scaler.load_state_dict(state["scaler"])
-    torch.set_rng_state(state["torch_rng"])
-    if state.get("cuda_rng") is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda_rng"])
-    return state["progress"]
+    """Load a training state (tensors and plain containers only: ``weights_only=True``).
+
+    Anything else (a pickle of other objects, a damaged file, a state of another configuration)
+    is a StateError naming the file; nothing in it is executed.
+    """
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as err:
+        raise StateError(f"{path} is not a readable training state (only tensors and plain containers "
+                         f"are loaded): {str(err).splitlines()[0]}") from err
+    try:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        if scaler is not None and state["scaler"] is not None:
+            scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["torch_rng"])
+        if state.get("cuda_rng") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        return state["progress"]
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as err:
+        raise StateError(f"{path} does not fit this run's model and optimizer: {str(err).splitlines()[0]}") from err
 
 
 def _better(metric: str, new: float, old: float | None) -> bool:
