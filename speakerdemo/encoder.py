@@ -89,7 +89,10 @@ def with_collar(mask: np.ndarray, frames: int) -> np.ndarray:
     """
     if frames <= 0 or not mask.any():
         return mask
-    return np.convolve(mask.astype(np.int32), np.ones(2 * frames + 1, dtype=np.int32), mode="same") > 0
+    # mode="full", then the centred len(mask) entries: mode="same" returns max(len(mask), kernel)
+    # entries, longer than the mask for clips under 2 * frames + 1 frames.
+    widened = np.convolve(mask.astype(np.int32), np.ones(2 * frames + 1, dtype=np.int32), mode="full")
+    return widened[frames : frames + len(mask)] > 0
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:

@@ -129,3 +129,14 @@ def test_classify_adds_speed_copies_to_their_speaker(encoder):
     assert model.classify(emb) == [("a", pytest.approx(0.55)), ("b", pytest.approx(0.45))]
     emb.class_logits = np.log(np.array([0.1, 0.6, 0.3], dtype=np.float32))
     assert [name for name, _ in model.classify(emb, top_k=1)] == ["b"]
+
+
+def test_collar_keeps_the_mask_length_and_widens_speech():
+    from speakerdemo.encoder import with_collar
+
+    short = np.zeros(10, dtype=bool)
+    short[4] = True
+    assert with_collar(short, 30).tolist() == [True] * 10  # shorter than the collar: all pooled
+    mask = np.zeros(20, dtype=bool)
+    mask[10] = True
+    assert np.flatnonzero(with_collar(mask, 2)).tolist() == [8, 9, 10, 11, 12]
