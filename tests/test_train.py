@@ -28,7 +28,7 @@ import yaml
 from speakerdemo.encoder import SpeakerEncoder
 from speakerdemo.losses import HEADS as HEAD_CLASSES
 from train.__main__ import load_source, main, prepare_data
-from train.augment import AugmentConfig, Augmenter, SpecAugment, babble_source, mix_at_snr
+from train.augment import AugmentConfig, Augmenter, SpecAugment, babble_source, mix_at_snr, telephone
 from train.config import ConfigError, apply_override, load_config
 from train.data import (
     AudioStore, CropDataset, DataError, folder_source, label_map, manifest_source, random_crop, read_trials,
@@ -307,6 +307,8 @@ def test_resume_after_sigkill_repeats_the_uninterrupted_losses_exactly(tmp_path:
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert ref.wait(timeout=300) == 0
     assert f"resumed from step {interrupted_at} " in (killed / "train.log").read_text()
+    recorded = yaml.safe_load((killed / "config.yaml").read_text())["command"]
+    assert recorded.startswith(f"python -m train fit --run-dir {killed} "), "the starting command was lost"
     assert torch.load(killed / "state.pt", weights_only=True)["progress"]["step"] == steps
     want, got = metric_rows(reference), metric_rows(killed)
     assert [r["step"] for r in got] == [r["step"] for r in want]
@@ -323,6 +325,35 @@ def test_torn_metrics_line_of_a_killed_run_is_dropped_on_resume(tmp_path: Path) 
     log = MetricLog(tmp_path, enabled=True, resumed_at=2)
     log.truncate_after(2)
     assert metric_rows(tmp_path) == [{"step": 1, "loss": 2.0}, {"step": 2, "loss": 1.5}]
+
+
+def _parameters(folder: Path, prefix: str) -> dict[str, torch.Tensor]:
+    model = SpeakerEncoder.from_pretrained(folder, device="cpu")
+    return {k: v for k, v in model.named_parameters() if k.startswith(prefix)}
+
+
+def test_init_from_a_checkpoint_fine_tunes_it(trained: Path, voices: Path, tmp_path: Path, capsys) -> None:
+    """With a zero learning rate one step changes nothing: the run starts exactly from the checkpoint,
+    head included when the classes are the same; other speakers get a fresh head."""
+    frozen = ["--set", "optim.lr=0", "--set", f"train.init_from={trained}"]
+    same = tmp_path / "same"
+    assert main(fit_args(same, [{"type": "folder", "root": str(voices)}], steps=1) + frozen) == 0
+    for prefix in ("model.", "head."):
+        want, got = _parameters(trained, prefix), _parameters(same / "model", prefix)
+        assert want and all(torch.equal(want[k], got[k]) for k in want), prefix
+
+    two = tmp_path / "two"
+    write_voices(two, ["alice", "bob"], clips=4)
+    other = tmp_path / "other"
+    assert main(fit_args(other, [{"type": "folder", "root": str(two)}], steps=1) + frozen) == 0
+    want, got = _parameters(trained, "model."), _parameters(other / "model", "model.")
+    assert all(torch.equal(want[k], got[k]) for k in want)
+    assert _parameters(other / "model", "head.")["head.weight"].shape[0] == 2
+    assert "encoder; new head" in (other / "train.log").read_text()
+
+    wider = fit_args(tmp_path / "wider", [{"type": "folder", "root": str(voices)}], steps=1) + frozen
+    assert main(wider + ["--set", "encoder.dim=48"]) == 2
+    assert "has another front end or encoder than this run" in capsys.readouterr().err
 
 
 # ----------------------------------------------------------------------------- evaluate
@@ -414,6 +445,23 @@ def test_mix_at_snr_hits_the_requested_snr(snr_db: float) -> None:
     added = mix_at_snr(speech, noise, snr_db) - speech
     measured = 10 * np.log10(np.mean(speech.astype(np.float64) ** 2) / np.mean(added.astype(np.float64) ** 2))
     assert measured == pytest.approx(snr_db, abs=0.01)
+
+
+def test_telephone_keeps_the_band_below_4_khz_and_mu_law_costs_about_38_db() -> None:
+    """White noise through the phone line: the length stays, nothing above 4.2 kHz survives, the band
+    below 3.5 kHz passes whole, and 8-bit mu-law adds noise at G.711's ~38 dB SNR (hand value)."""
+    x = (0.3 * np.random.default_rng(0).standard_normal(SR)).astype(np.float32)
+    freqs = np.fft.rfftfreq(SR, 1 / SR)
+    power_in = np.abs(np.fft.rfft(x)) ** 2
+    line = telephone(x, SR, mu_law=False)
+    coded = telephone(x, SR, mu_law=True)
+    for y in (line, coded):
+        assert y.shape == x.shape and y.dtype == np.float32
+        power = np.abs(np.fft.rfft(y)) ** 2
+        assert power[freqs > 4200].sum() < 1e-4 * power.sum()
+        assert power[freqs < 3500].sum() / power_in[freqs < 3500].sum() == pytest.approx(1.0, abs=0.01)
+    snr = 10 * np.log10(np.mean(line ** 2) / np.mean((line - coded) ** 2))
+    assert 35 < snr < 41
 
 
 def test_speeds_as_speakers_offset_labels_by_speaker_count_per_speed(two_voices: tuple) -> None:

@@ -198,7 +198,11 @@ def cmd_fit(args: argparse.Namespace) -> int:
     run_dir.mkdir(parents=True, exist_ok=True)
     setup_logging(run_dir, d.main)
     if d.main:
-        cfg["command"] = "python -m train " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+        command = "python -m train " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+        if args.resume and cfg.get("command"):  # config.yaml keeps the command that started the run
+            log.info("resumed with: %s", command)
+        else:
+            cfg["command"] = command
         (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     data = prepare_data(cfg, run_dir, d)
     fit(cfg, run_dir, data, d, resume=bool(args.resume))

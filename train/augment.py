@@ -41,6 +41,7 @@ class AugmentConfig:
     speeds: list[float] = field(default_factory=list)  # e.g. [0.9, 1.1]
     speed_prob: float = 0.3
     speeds_as_speakers: bool = False      # a speed-perturbed speaker is a new class
+    telephone_prob: float = 0.0           # share of crops sent through an 8 kHz line (half of them mu-law coded)
     gain_db: float = 6.0
     spec_freq_mask: int = 8               # SpecAugment widths (0 disables)
     spec_time_mask: int = 10
@@ -92,6 +93,24 @@ def mix_at_snr(speech: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarr
     return speech + noise * np.sqrt(p_speech / (p_noise * 10 ** (snr_db / 10)))
 
 
+def telephone(wav: np.ndarray, sample_rate: int, mu_law: bool) -> np.ndarray:
+    """The crop as a phone line delivers it: band-limited to 4 kHz by a round trip through 8 kHz
+    and, with ``mu_law``, quantised to 8-bit G.711 mu-law. Phone audio is what the app hears that
+    speechocean762 and LibriSpeech (16 kHz studio-like recordings) never show a model."""
+    narrow = soxr.resample(wav, sample_rate, 8000, quality="MQ")
+    if mu_law:
+        peak = max(float(np.max(np.abs(narrow))), 1e-6)
+        x = narrow / peak
+        mu = 255.0
+        code = np.round((np.sign(x) * np.log1p(mu * np.abs(x)) / np.log1p(mu) + 1) / 2 * mu)
+        y = 2 * code / mu - 1
+        narrow = peak * np.sign(y) * np.expm1(np.abs(y) * np.log1p(mu)) / mu
+    back = soxr.resample(narrow, 8000, sample_rate, quality="MQ")
+    out = np.zeros(len(wav), np.float32)
+    out[: min(len(wav), len(back))] = back[: len(wav)]
+    return out
+
+
 class Augmenter:
     """Callable ``(wav, rng) -> (wav, speed_index)`` applied to each training crop.
 
@@ -129,6 +148,8 @@ class Augmenter:
             kinds = self._noise_kinds()
             if kinds:
                 wav = self._add_noise(wav, kinds[int(rng.integers(len(kinds)))], rng)
+        if c.telephone_prob and rng.random() < c.telephone_prob:
+            wav = telephone(wav, self.sample_rate, mu_law=bool(rng.random() < 0.5))
         if c.gain_db:
             wav = wav * 10 ** (rng.uniform(-c.gain_db, c.gain_db) / 20)
         peak = np.max(np.abs(wav))

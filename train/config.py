@@ -44,7 +44,7 @@ DEFAULTS: dict[str, Any] = {
         "steps": 1000, "batch_size": 64, "num_workers": 2, "amp": "bf16", "grad_clip": 5.0,
         "compile": False, "log_every": 10, "validate_every": 500, "checkpoint_every": 250,
         "best_metric": "val_eer", "margin_warmup_start": 0, "margin_warmup_steps": 0,
-        "long_crop_seconds": 0.0, "long_crop_from": 1.0,
+        "long_crop_seconds": 0.0, "long_crop_from": 1.0, "init_from": None,
     },
 }
 
@@ -130,6 +130,9 @@ def check_config(cfg: dict) -> None:
         raise ConfigError(f"Unknown optimizer {cfg['optim']['name']!r}; choose one of {list(OPTIMIZERS)}.")
     if cfg["schedule"].get("name", "cosine") not in SCHEDULES:
         raise ConfigError(f"Unknown schedule {cfg['schedule']['name']!r}; choose one of {list(SCHEDULES)}.")
+    init_from = cfg["train"].get("init_from")
+    if init_from and not (Path(init_from) / "config.json").is_file():
+        raise ConfigError(f"train.init_from: {init_from} is not a checkpoint folder (no config.json in it).")
 
 
 def resolve_frontend(cfg: dict) -> None:

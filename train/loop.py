@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
 from speakerdemo.atomic import atomic_write, fsync_dir
-from speakerdemo.encoder import SpeakerEncoder
+from speakerdemo.encoder import CheckpointError, SpeakerEncoder
 from speakerdemo.metrics import compute_eer
 
 from .augment import SpecAugment
@@ -358,6 +358,35 @@ def _restore(path: Path, model: TrainModel, opt: Any, sched: Any, scaler: Any) -
         raise StateError(f"{path} does not fit this run's model and optimizer: {str(err).splitlines()[0]}") from err
 
 
+def init_from_checkpoint(encoder: SpeakerEncoder, folder: Path) -> None:
+    """Fine-tuning: start from a trained checkpoint's weights instead of a random initialisation.
+
+    The encoder must have the same architecture. The classification head is taken over only when
+    the checkpoint was trained on exactly these classes in this order (a row of the head is a
+    speaker's centre, so a head from other speakers would be a wrong start, not a head start);
+    otherwise it starts fresh. The run's own ``frontend``/``encoder`` settings must match the
+    checkpoint's: a mismatch is refused, not silently half-loaded.
+    """
+    try:
+        source = SpeakerEncoder.from_pretrained(folder, device="cpu")
+    except CheckpointError as err:
+        raise StateError(f"train.init_from: {err}") from err
+    if source.frontend.config != encoder.frontend.config or source.encoder_config != encoder.encoder_config:
+        raise StateError(f"train.init_from: {folder} has another front end or encoder than this run "
+                         f"({source.encoder_config} vs {encoder.encoder_config}); copy its settings into the config.")
+    own = encoder.state_dict()
+    weights = {k: v for k, v in source.state_dict().items() if not k.startswith("head.")}
+    same_head = source.classes == encoder.classes and \
+        (source.head_config or {}).get("name") == (encoder.head_config or {}).get("name")
+    if same_head:
+        weights.update({k: v for k, v in source.state_dict().items() if k.startswith("head.")})
+    encoder.load_state_dict(weights, strict=False)
+    missing = sorted(k for k in own if k not in weights and not k.startswith("head."))
+    if missing:
+        raise StateError(f"train.init_from: {folder} lacks {missing[:3]}")
+    log.info("initialised from %s (%s)", folder, "encoder and head" if same_head else "encoder; new head")
+
+
 def _better(metric: str, new: float, old: float | None) -> bool:
     if old is None:
         return True
@@ -397,6 +426,8 @@ def fit(cfg: dict, run_dir: Path, data: Prepared, d: Dist, resume: bool = False)
                              classes=data.classes)
     aug = cfg["augment"]
     specaug = SpecAugment(aug.get("spec_freq_mask", 0), aug.get("spec_time_mask", 0), aug.get("spec_prob", 0.0))
+    if t.get("init_from"):
+        init_from_checkpoint(encoder, Path(t["init_from"]))
     model = TrainModel(encoder, specaug).to(device)
     if t.get("compile"):
         model.encoder.model = torch.compile(model.encoder.model)
