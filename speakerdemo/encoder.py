@@ -29,6 +29,8 @@ DEFAULT_THRESHOLD = 0.5
 SPEED_MARK = "@"  # class "spk@0.9": speaker "spk" at speed 0.9 (see train/__main__.py)
 SPEECH_COLLAR_SECONDS = 0.3  # context kept around detected speech (see with_collar)
 CLIP_LEVEL = 0.999  # samples this close to full scale count as clipped
+GPU_BATCH_FRAMES = 48000  # default bound of an encoder batch (see embed_batch)
+CPU_BATCH_FRAMES = 3000
 
 
 class CheckpointError(ValueError):
@@ -221,8 +223,12 @@ class SpeakerEncoder(
 
     def embed_batch(self, clips: Sequence[Any], *, max_seconds: float | None = MAX_SECONDS,
                     min_speech_seconds: float = MIN_SPEECH_SECONDS, names: Sequence[str] | None = None,
-                    max_batch_frames: int = 48000) -> list[Embedding]:
+                    max_batch_frames: int | None = None) -> list[Embedding]:
         """Embed several clips; windows of all clips are batched by length on the device.
+
+        ``max_batch_frames`` bounds a batch (frames x windows, padding included); by default 48,000
+        on CUDA and 3,000 (30 s) on the CPU, where large batches only add memory traffic: 8 clips
+        of 60 s took 3.5 s in batches of 48,000 frames and 2.2 s in batches of 3,000 (2 cores).
 
         Only detected speech is pooled. ``min_speech_seconds=0`` (evaluation of fixed trial lists)
         accepts any clip and pools all frames of a clip where no speech is detected. Raises
@@ -237,6 +243,8 @@ class SpeakerEncoder(
                 name = names[i] if names else f"Clip {i + 1}"
                 raise AudioError(f"{name}: {err}" if len(clips) > 1 else str(err)) from None
         windows = [(c, w) for c, clip in enumerate(prepared) for w in self._windows(clip)]
+        if max_batch_frames is None:
+            max_batch_frames = GPU_BATCH_FRAMES if self.device.type == "cuda" else CPU_BATCH_FRAMES
         outputs = self._encode_windows([clip_windows for _, clip_windows in windows], max_batch_frames)
         return [
             self._assemble(clip, [out for (c, _), out in zip(windows, outputs) if c == index])

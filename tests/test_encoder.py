@@ -63,6 +63,16 @@ def test_batch_equals_one_by_one(encoder):
         np.testing.assert_allclose(encoder.embed(clip).vector, emb.vector, atol=1e-5)
 
 
+@pytest.mark.parametrize("max_batch_frames", [None, 200, 48000])
+def test_batch_size_bound_does_not_change_embeddings(encoder, max_batch_frames):
+    """Whatever the batches (one window each at 200 frames, all together at 48,000, the device's
+    default otherwise), padding and grouping leave every embedding as it is alone."""
+    clips = [(SR, voiced(s, f0, seed)) for s, f0, seed in [(1.0, 110, 1), (3.5, 180, 2), (2.2, 140, 3), (1.2, 95, 4)]]
+    batched = encoder.embed_batch(clips, max_batch_frames=max_batch_frames)
+    for clip, emb in zip(clips, batched):
+        np.testing.assert_allclose(encoder.embed_batch([clip], max_batch_frames=1)[0].vector, emb.vector, atol=1e-5)
+
+
 def test_long_clip_is_windowed_and_averaged(encoder):
     wav = voiced(9.0, seed=4)
     windowed = SpeakerEncoder(encoder=encoder.encoder_config, head=encoder.head_config,
