@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
-# Property-based tests draw the same cases on every run unless HYPOTHESIS_PROFILE=explore: CI must
-# not fail on a case nobody has seen; what an exploring run finds is fixed and kept as a plain test.
+# Property-based tests run from a fixed seed and without an example database unless
+# HYPOTHESIS_PROFILE=explore: CI should not meet a case nobody has looked for before; what an
+# exploring run finds is fixed and kept as a plain test.
 settings.register_profile("repeatable", derandomize=True, database=None)
 settings.register_profile("explore", derandomize=False)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))

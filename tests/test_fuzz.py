@@ -17,7 +17,7 @@ truncated, bit-flipped, overwritten, spliced with another container, prefixed wi
 given lying size fields; each goes in as bytes and as a file path (which adds librosa's fallback).
 
 ``FUZZ_SCALE`` (environment) multiplies every ``max_examples`` for a longer run, and
-``HYPOTHESIS_PROFILE=explore`` draws new cases instead of the suite's repeatable ones (see
+``HYPOTHESIS_PROFILE=explore`` draws from a random seed instead of the suite's fixed one (see
 conftest.py); each test prints how many cases it tried (``pytest -s`` or the captured output shows it).
 """
 
