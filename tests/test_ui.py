@@ -14,14 +14,13 @@ import sys
 from pathlib import Path
 
 import gradio as gr
-
-from speakerdemo.encoder import SPEECH_COLLAR_SECONDS
 import numpy as np
 import pytest
 import soundfile as sf
 import soxr
 
 from speakerdemo.audio import AudioError
+from speakerdemo.encoder import SPEECH_COLLAR_SECONDS
 from speakerdemo.gallery import Gallery
 from speakerdemo.plots import MAX_PLOT_FRAMES, NONTARGET_COLOUR, SPEECH_FILL, TARGET_COLOUR
 from speakerdemo.scoring import Calibration

@@ -100,11 +100,8 @@ def telephone(wav: np.ndarray, sample_rate: int, mu_law: bool) -> np.ndarray:
     narrow = soxr.resample(wav, sample_rate, 8000, quality="MQ")
     if mu_law:
         peak = max(float(np.max(np.abs(narrow))), 1e-6)
-        x = narrow / peak
-        mu = 255.0
-        code = np.round((np.sign(x) * np.log1p(mu * np.abs(x)) / np.log1p(mu) + 1) / 2 * mu)
-        y = 2 * code / mu - 1
-        narrow = peak * np.sign(y) * np.expm1(np.abs(y) * np.log1p(mu)) / mu
+        codes = torchaudio.functional.mu_law_encoding(torch.from_numpy(narrow / peak), 256)
+        narrow = peak * torchaudio.functional.mu_law_decoding(codes, 256).numpy()
     back = soxr.resample(narrow, 8000, sample_rate, quality="MQ")
     out = np.zeros(len(wav), np.float32)
     out[: min(len(wav), len(back))] = back[: len(wav)]

@@ -374,16 +374,12 @@ def init_from_checkpoint(encoder: SpeakerEncoder, folder: Path) -> None:
     if source.frontend.config != encoder.frontend.config or source.encoder_config != encoder.encoder_config:
         raise StateError(f"train.init_from: {folder} has another front end or encoder than this run "
                          f"({source.encoder_config} vs {encoder.encoder_config}); copy its settings into the config.")
-    own = encoder.state_dict()
-    weights = {k: v for k, v in source.state_dict().items() if not k.startswith("head.")}
+    encoder.frontend.load_state_dict(source.frontend.state_dict())
+    encoder.model.load_state_dict(source.model.state_dict())
     same_head = source.classes == encoder.classes and \
         (source.head_config or {}).get("name") == (encoder.head_config or {}).get("name")
     if same_head:
-        weights.update({k: v for k, v in source.state_dict().items() if k.startswith("head.")})
-    encoder.load_state_dict(weights, strict=False)
-    missing = sorted(k for k in own if k not in weights and not k.startswith("head."))
-    if missing:
-        raise StateError(f"train.init_from: {folder} lacks {missing[:3]}")
+        encoder.head.load_state_dict(source.head.state_dict())
     log.info("initialised from %s (%s)", folder, "encoder and head" if same_head else "encoder; new head")
 
 
@@ -426,7 +422,9 @@ def fit(cfg: dict, run_dir: Path, data: Prepared, d: Dist, resume: bool = False)
                              classes=data.classes)
     aug = cfg["augment"]
     specaug = SpecAugment(aug.get("spec_freq_mask", 0), aug.get("spec_time_mask", 0), aug.get("spec_prob", 0.0))
-    if t.get("init_from"):
+    state_path = run_dir / STATE_FILE
+    resumed = resume and state_path.exists()
+    if t.get("init_from") and not resumed:  # a resumed run restores its own weights
         init_from_checkpoint(encoder, Path(t["init_from"]))
     model = TrainModel(encoder, specaug).to(device)
     if t.get("compile"):
@@ -443,8 +441,6 @@ def fit(cfg: dict, run_dir: Path, data: Prepared, d: Dist, resume: bool = False)
     if sampler.batches_per_epoch() == 0:
         raise ValueError(f"{len(dataset)} training crops are fewer than one batch of {t['batch_size']} per process.")
     progress = {"step": 0, "epoch": 0, "batch": 0, "best": None, "crop_samples": dataset.crop_samples}
-    state_path = run_dir / STATE_FILE
-    resumed = resume and state_path.exists()
     if resumed:
         progress = _restore(state_path, model, opt, sched, scaler)
     metrics = MetricLog(run_dir, d.main, resumed_at=progress["step"] if resumed else None)
