@@ -181,8 +181,12 @@ def record(page, label: str, seconds: float = RECORD_SECONDS) -> None:
     """Record from the fake microphone into an Audio component."""
     block = component(page, label)
     block.get_by_role("button", name="Record", exact=True).click()
+    # Time the recording from when it has started: opening the (fake) microphone took over a
+    # second on a loaded CI machine, and a clip timed from the click came back 1.7 s long.
+    stop = block.get_by_role("button", name="Stop", exact=True).first
+    expect(stop).to_be_visible()
     time.sleep(seconds)
-    block.get_by_role("button", name="Stop", exact=True).first.click()
+    stop.click()
     expect(block.get_by_test_id("download-link")).to_be_attached()
 
 
