@@ -9,7 +9,7 @@ the HW4 feature files works on raw audio.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
-from typing import Literal
+from typing import Literal, Sequence
 
 import numpy as np
 import torch
@@ -84,6 +84,22 @@ def trim_silence(
         if end - start < min_run and start > 0:
             keep[start:end] = True
     return np.flatnonzero(keep)
+
+
+def pad_frames(frames: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(T_i, F) feature sequences -> zero-padded (B, T_max, F) batch and its (B, T_max) frame mask.
+
+    The one way batches of unequal length are made: the mask is what keeps padding out of the
+    pooling, so an utterance pools to the same embedding alone or in a batch.
+    """
+    longest = max(f.shape[0] for f in frames)
+    first = frames[0]
+    padded = first.new_zeros(len(frames), longest, first.shape[1])
+    mask = torch.zeros(len(frames), longest, dtype=torch.bool, device=first.device)
+    for row, f in enumerate(frames):
+        padded[row, : f.shape[0]] = f
+        mask[row, : f.shape[0]] = True
+    return padded, mask
 
 
 class FrontEnd(nn.Module):

@@ -3,9 +3,14 @@
 import csv
 import os
 from pathlib import Path
+from typing import Callable
 
+import numpy as np
 import pytest
+import soundfile as sf
 from hypothesis import settings
+
+from speakerdemo.audio import SAMPLE_RATE
 
 # Property-based tests run from a fixed seed and without an example database unless
 # HYPOTHESIS_PROFILE=explore: CI should not meet a case nobody has looked for before; what an
@@ -15,6 +20,75 @@ settings.register_profile("explore", derandomize=False)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+# ---------------------------------------------------------------- synthetic speech and tiny models
+def voiced(seconds: float, *, f0: float = 120.0, formant: float = 700.0, sample_rate: int = SAMPLE_RATE,
+           peak: float = 0.5, noise: float = 0.0, seed: int | np.random.Generator = 0) -> np.ndarray:
+    """A vowel-like "voice": harmonics of ``f0`` (random phases) under a formant at ``formant`` Hz,
+    with a 4 Hz syllable contour and optional white ``noise`` (relative to the harmonics).
+
+    Pitch and formant make voices tell apart, so a tiny model can learn them; the harmonics and
+    the contour make the VAD take the signal for speech. float32, absolute peak ``peak``.
+    """
+    rng = np.random.default_rng(seed)
+    t = np.arange(round(seconds * sample_rate)) / sample_rate
+    wav = np.zeros_like(t)
+    for k in range(1, int(min(3800.0, sample_rate / 2 - 1) / f0) + 1):
+        amplitude = np.exp(-0.5 * ((k * f0 - formant) / 250.0) ** 2) + 0.05
+        wav += amplitude * np.sin(2 * np.pi * k * f0 * t + rng.uniform(0, 2 * np.pi))
+    wav *= 0.55 + 0.45 * np.sin(2 * np.pi * 4 * t)
+    if noise:
+        wav += noise * rng.standard_normal(len(t))
+    top = np.max(np.abs(wav)) if wav.size else 0.0
+    return (peak * wav / (top or 1.0)).astype(np.float32)
+
+
+# Pitch and formant (Hz) of the generated training voices.
+VOICES = {"alice": (110.0, 600.0), "bob": (180.0, 1600.0), "carol": (290.0, 2800.0)}
+
+
+def write_voices(root: Path, speakers: list[str] | None = None, clips: int = 6, seconds: float = 1.0,
+                 seed: int = 0, suffixes: tuple[str, ...] = (".wav",), sessions: bool = True) -> list[Path]:
+    """A folder per speaker of ``VOICES``: ``root/<speaker>/s<session>/c<i><suffix>`` (or
+    ``root/<speaker>/c<i><suffix>`` without ``sessions``), each clip with its own phases, a
+    slightly jittered pitch and a little noise."""
+    rng = np.random.default_rng(seed)
+    paths = []
+    for speaker in speakers or list(VOICES):
+        f0, formant = VOICES[speaker]
+        for i in range(clips):
+            folder = root / speaker / (f"s{i % 2}" if sessions else "")
+            path = folder / f"c{i}{suffixes[i % len(suffixes)]}"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            sf.write(path, voiced(seconds, f0=f0 * rng.uniform(0.97, 1.03), formant=formant, noise=0.01, seed=rng),
+                     SAMPLE_RATE)
+            paths.append(path)
+    return paths
+
+
+def tiny_encoder(channels: int = 16, seed: int = 0, **options):
+    """An untrained ECAPA-TDNN ``SpeakerEncoder`` of ``channels`` channels; ``options`` go to the
+    constructor (``head``, ``classes``, ``frontend``, ``encoder`` settings merged in)."""
+    import torch
+
+    from speakerdemo.encoder import SpeakerEncoder
+
+    encoder = {"name": "ecapa_tdnn", "channels": channels, **options.pop("encoder", {})}
+    torch.manual_seed(seed)
+    return SpeakerEncoder(encoder=encoder, **options).eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
+    """Factory: ``tiny_checkpoint(channels=16, **options)`` saves a ``tiny_encoder`` in a fresh
+    folder and returns the folder."""
+    def make(channels: int = 16, **options) -> Path:
+        folder = tmp_path_factory.mktemp("tiny-checkpoint") / "model"
+        tiny_encoder(channels, **options).save_pretrained(folder)
+        return folder
+
+    return make
 
 
 @pytest.fixture(scope="session")
@@ -63,20 +137,13 @@ def trained_checkpoint() -> Path:
 
 
 @pytest.fixture(scope="session")
-def app_checkpoint(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def app_checkpoint(request: pytest.FixtureRequest) -> Path:
     """The trained checkpoint when there is one, else a tiny untrained one: for tests of the app's
     robustness (bad input, load), which hold with any model."""
     try:
         return request.getfixturevalue("trained_checkpoint")
     except pytest.skip.Exception:
-        import torch
-
-        from speakerdemo.encoder import SpeakerEncoder
-
-        folder = tmp_path_factory.mktemp("app-checkpoint") / "tiny"
-        torch.manual_seed(0)
-        SpeakerEncoder(encoder={"name": "ecapa_tdnn", "channels": 32}).save_pretrained(folder)
-        return folder
+        return request.getfixturevalue("tiny_checkpoint")(32)
 
 
 @pytest.fixture(scope="session")
