@@ -53,15 +53,6 @@ def test_mean_pooling_weights_are_uniform():
     torch.testing.assert_close(padded.weights[0, :37], torch.full((37,), 1 / 37))
 
 
-def test_ecapa_returns_channel_weight_matrix_whose_mean_is_the_frame_weights():
-    model = build_encoder("ecapa_tdnn", **SMALL["ecapa_tdnn"]).eval()
-    _, padded = _padded_batch(model, 80)
-    full = padded.channel_weights
-    assert full.shape == (2, 3 * 64, 90)
-    torch.testing.assert_close(full.sum(dim=-1), torch.ones(2, 3 * 64))
-    torch.testing.assert_close(full.mean(dim=1), padded.weights)
-
-
 def test_ecapa_presets_have_paper_widths():
     small = build_encoder("ecapa_tdnn", preset="512")
     assert small.layer1.conv.out_channels == 512

@@ -83,4 +83,4 @@ class ConformerEncoder(nn.Module):
         for block in self.blocks:
             x = block(x, mask)
         pooled = self.pooling(x.transpose(1, 2), mask)
-        return EncoderOutput(self.projection(pooled.vector), pooled.weights)
+        return EncoderOutput(self.projection(pooled.embedding), pooled.weights)

@@ -107,4 +107,4 @@ class EcapaTdnn(nn.Module):
             outs.append(x)
         x = self.aggregate(torch.cat(outs, dim=1), m)
         pooled = self.pooling(x, mask)
-        return EncoderOutput(self.head(pooled.vector), pooled.weights, pooled.channel_weights)
+        return EncoderOutput(self.head(pooled.embedding), pooled.weights)

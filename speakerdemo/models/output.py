@@ -1,4 +1,4 @@
-"""What every encoder returns."""
+"""What every encoder and every pooling returns."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ import torch
 
 @dataclass
 class EncoderOutput:
-    """An embedding per utterance and the pooling weights over its input frames.
+    """A vector per utterance and the weights over its input frames that produced it.
 
-    ``weights`` (B, T) sums to 1 over each utterance's real frames and is zero on padding;
-    ``channel_weights`` (B, C, T) is the full matrix of attentive statistics pooling, else None.
+    From an encoder, ``embedding`` is the speaker embedding; from a pooling, the pooled vector the
+    encoder projects into one. One type for both, because the weights pass through unchanged.
+    ``weights`` (B, T) sums to 1 over each utterance's real frames and is zero on padding.
     """
 
     embedding: torch.Tensor
     weights: torch.Tensor
-    channel_weights: torch.Tensor | None = None

@@ -1,25 +1,17 @@
 """Temporal pooling: frame features (B, C, T) + mask (B, T) -> one vector per utterance.
 
 Every pooling takes the padding mask, so padded frames get exactly zero weight and an utterance
-pools to the same vector alone or padded in a batch. Every pooling also returns its weights over
-frames (summing to 1), which the app draws under the spectrogram.
+pools to the same vector alone or padded in a batch. Every pooling returns an ``EncoderOutput``:
+the pooled vector and its weights over frames (summing to 1), which the app draws under the
+spectrogram.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
-
-@dataclass
-class Pooled:
-    """A pooled vector with the frame weights that produced it."""
-
-    vector: torch.Tensor
-    weights: torch.Tensor
-    channel_weights: torch.Tensor | None = None
+from .output import EncoderOutput
 
 
 def masked_softmax(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -42,9 +34,9 @@ def uniform_weights(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 class MeanPooling(nn.Module):
     """Average over valid frames (the HW4 baseline); its weights are uniform."""
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> Pooled:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> EncoderOutput:
         weights = uniform_weights(mask, x.dtype)
-        return Pooled((x * weights.unsqueeze(1)).sum(dim=-1), weights)
+        return EncoderOutput((x * weights.unsqueeze(1)).sum(dim=-1), weights)
 
 
 class SelfAttentivePooling(nn.Module):
@@ -56,9 +48,9 @@ class SelfAttentivePooling(nn.Module):
             nn.Conv1d(channels, hidden, 1), nn.Tanh(), nn.Conv1d(hidden, 1, 1)
         )
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> Pooled:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> EncoderOutput:
         weights = masked_softmax(self.attention(x).squeeze(1), mask)
-        return Pooled((x * weights.unsqueeze(1)).sum(dim=-1), weights)
+        return EncoderOutput((x * weights.unsqueeze(1)).sum(dim=-1), weights)
 
 
 class AttentiveStatsPooling(nn.Module):
@@ -67,7 +59,7 @@ class AttentiveStatsPooling(nn.Module):
     The attention sees each frame together with the utterance's masked mean and standard
     deviation (global context) and gives every channel its own weights over time. Output is the
     weighted mean and standard deviation, ``2 * channels`` wide; ``weights`` is the channel
-    average of the per-channel weights (still summing to 1), ``channel_weights`` the full matrix.
+    average of the per-channel weights (still summing to 1).
     """
 
     def __init__(self, channels: int, bottleneck: int = 128, global_context: bool = True) -> None:
@@ -79,7 +71,7 @@ class AttentiveStatsPooling(nn.Module):
             nn.Tanh(), nn.Conv1d(bottleneck, channels, 1),
         )
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> Pooled:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> EncoderOutput:
         context = x
         if self.global_context:
             mean, std = weighted_stats(x, uniform_weights(mask, x.dtype).unsqueeze(1))
@@ -90,4 +82,4 @@ class AttentiveStatsPooling(nn.Module):
             )
         alpha = masked_softmax(self.attention(context), mask.unsqueeze(1))
         mean, std = weighted_stats(x, alpha)
-        return Pooled(torch.cat([mean, std], dim=1), alpha.mean(dim=1), alpha)
+        return EncoderOutput(torch.cat([mean, std], dim=1), alpha.mean(dim=1))

@@ -32,4 +32,4 @@ class TransformerEncoder(nn.Module):
         """feats (B, T, n_mels), mask (B, T) True on real frames."""
         hidden = self.encoder(self.prenet(feats), src_key_padding_mask=~mask)
         pooled = self.pooling(hidden.transpose(1, 2), mask)
-        return EncoderOutput(self.projection(pooled.vector), pooled.weights)
+        return EncoderOutput(self.projection(pooled.embedding), pooled.weights)
