@@ -163,14 +163,6 @@ class Gallery:
         """Forget a speaker and all their clips."""
         del self._clips[self._existing(name)]
 
-    def rename(self, old: str, new: str) -> None:
-        """Rename a speaker, keeping their clips and position in the order."""
-        key = self._existing(old)
-        target = _clean_name(new)
-        if target != key and target in self._clips:
-            raise ValueError(f"A speaker named '{target}' is already enrolled.")
-        self._clips = {(target if n == key else n): c for n, c in self._clips.items()}
-
     def clips(self, name: str) -> np.ndarray:
         """A copy of the speaker's (n, D) unit clip vectors (copy: callers cannot corrupt the gallery)."""
         return self._clips[self._existing(name)].copy()

@@ -16,11 +16,9 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 __all__ = [
-    "accuracy",
     "compute_eer",
     "compute_min_dcf",
     "det_curve",
-    "far_frr",
     "top_k_accuracy",
 ]
 
@@ -137,15 +135,6 @@ def compute_min_dcf(
     return float(dcf[best]), float(thresholds[best])
 
 
-def far_frr(scores: ArrayLike, labels: ArrayLike, threshold: float) -> tuple[float, float]:
-    """(far, frr) when accepting trials with ``score >= threshold``."""
-    if np.isnan(threshold):
-        raise ValueError("threshold is NaN.")
-    targets, nontargets = _split_trials(scores, labels)
-    far, frr = _rates(targets, nontargets, np.array([threshold], dtype=np.float64))
-    return float(far[0]), float(frr[0])
-
-
 def top_k_accuracy(logits: ArrayLike, labels: ArrayLike, k: int = 1) -> float:
     """Fraction of rows whose true class is among the k highest logits.
 
@@ -170,8 +159,3 @@ def top_k_accuracy(logits: ArrayLike, labels: ArrayLike, k: int = 1) -> float:
     true_logit = z[np.arange(n), y][:, None]
     ranked_above = (z >= true_logit).sum(axis=1) - 1
     return float(np.mean(ranked_above < k))
-
-
-def accuracy(logits: ArrayLike, labels: ArrayLike) -> float:
-    """Top-1 accuracy (see ``top_k_accuracy`` for the tie rule)."""
-    return top_k_accuracy(logits, labels, k=1)

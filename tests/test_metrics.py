@@ -6,11 +6,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from speakerdemo.metrics import (
-    accuracy,
     compute_eer,
     compute_min_dcf,
     det_curve,
-    far_frr,
     top_k_accuracy,
 )
 
@@ -133,16 +131,8 @@ def test_min_dcf_costs():
     assert threshold == 0.4
 
 
-def test_far_frr_at_threshold():
-    # BASIC at t=0.75: no non-target reaches 0.75 (max 0.7) -> FAR 0/3;
-    # rejected targets {0.4} -> FRR 1/3.
-    assert far_frr(*BASIC, 0.75) == pytest.approx((0.0, 1 / 3))
-    # At t=0.3 (a tie with a non-target score, accepted): FAR 2/3, FRR 0.
-    assert far_frr(*BASIC, 0.3) == pytest.approx((2 / 3, 0.0))
-
-
 @pytest.mark.parametrize(
-    "fn", [det_curve, compute_eer, compute_min_dcf, lambda s, y: far_frr(s, y, 0.5)]
+    "fn", [det_curve, compute_eer, compute_min_dcf]
 )
 @pytest.mark.parametrize(
     ("scores", "labels", "message"),
@@ -195,13 +185,6 @@ def test_eer_invariant_under_increasing_transform(targets, nontargets):
     assert threshold2 == pytest.approx(2 * threshold, abs=1e-9)
 
 
-@given(score_lists, score_lists, st.floats(min_value=-11, max_value=11))
-def test_far_frr_matches_brute_force(targets, nontargets, threshold):
-    far, frr = far_frr(*trials(targets, nontargets), threshold)
-    assert far == np.mean(np.array(nontargets) >= threshold)
-    assert frr == np.mean(np.array(targets) < threshold)
-
-
 # Three samples, four classes; true classes 0, 2, 3.
 #   row 0: [0.9, 0.1, 0.0, 0.0] true 0 -> rank 1 (highest)
 #   row 1: [0.5, 0.1, 0.3, 0.1] true 2 -> rank 2 (0.5 above it)
@@ -215,16 +198,12 @@ def test_top_k_accuracy_by_hand(k, expected):
     assert top_k_accuracy(LOGITS, CLASSES, k=k) == pytest.approx(expected)
 
 
-def test_accuracy_is_top_1():
-    assert accuracy(LOGITS, CLASSES) == pytest.approx(1 / 3)
-
-
 def test_top_k_ties_count_against_the_sample():
     # Constant logits carry no information: the true class is tied with all
     # others, so it is never within the top 1 (of 3) but always within the top 3.
     logits = np.zeros((2, 3))
     labels = np.array([0, 2])
-    assert accuracy(logits, labels) == 0.0
+    assert top_k_accuracy(logits, labels, k=1) == 0.0
     assert top_k_accuracy(logits, labels, k=3) == 1.0
 
 
