@@ -118,7 +118,8 @@ def load_audio(
     wav = _to_valid_mono(samples, sample_rate, max_seconds)
     if sample_rate != target_sr:
         wav = soxr.resample(wav, sample_rate, target_sr, quality="HQ")
-    _check_speech(wav, target_sr, min_speech_seconds)
+    if min_speech_seconds > 0:
+        require_speech(detect_speech(wav, target_sr), min_speech_seconds)
     return np.ascontiguousarray(wav, dtype=np.float32)
 
 
@@ -155,8 +156,27 @@ def speech_regions(mask: np.ndarray, hop_seconds: float = HOP_SECONDS) -> list[t
 
 
 def speech_seconds(mask: np.ndarray, hop_seconds: float = HOP_SECONDS) -> float:
-    """Total duration of speech in a mask: the summed length of its :func:`speech_regions`."""
+    """Total duration of speech in a mask: the summed length of its :func:`speech_regions`.
+
+    The one definition of "seconds of speech": the minimum-speech gate (:func:`require_speech`),
+    the embedding's warnings and the plots all count with it, so they never disagree at the gate.
+    """
     return sum((end - start for start, end in speech_regions(mask, hop_seconds)), 0.0)
+
+
+def require_speech(mask: np.ndarray, min_speech_seconds: float) -> None:
+    """Refuse a clip whose speech mask (from :func:`detect_speech`) holds too little speech for a
+    reliable speaker embedding.
+
+    Separate from :func:`load_audio` so that a caller that needs the mask anyway (the encoder)
+    runs the VAD once and checks its own mask, with the same message.
+    """
+    found = speech_seconds(mask)
+    if found < min_speech_seconds:
+        raise AudioError(
+            f"Only {found:.2f} s of speech detected; at least {min_speech_seconds:g} s is needed. "
+            "Record a longer sample, speaking clearly and close to the microphone."
+        )
 
 
 def _read_source(
@@ -310,18 +330,6 @@ def _check_level(wav: np.ndarray) -> None:
         raise AudioError(
             f"The audio is silent ({level}; at least -60 dBFS is needed). "
             "Check that the microphone is connected and not muted."
-        )
-
-
-def _check_speech(wav: np.ndarray, sample_rate: int, min_speech_seconds: float) -> None:
-    """Refuse clips with too little speech for a reliable speaker embedding."""
-    if min_speech_seconds <= 0:
-        return
-    found = speech_seconds(detect_speech(wav, sample_rate))
-    if found < min_speech_seconds:
-        raise AudioError(
-            f"Only {found:.2f} s of speech detected; at least {min_speech_seconds:g} s is needed. "
-            "Record a longer sample, speaking clearly and close to the microphone."
         )
 
 

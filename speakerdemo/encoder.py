@@ -6,9 +6,10 @@ names, calibration) and ``model.safetensors``; nothing is ever unpickled.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -17,11 +18,21 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
 
-from .audio import HOP_SECONDS, MAX_SECONDS, MIN_SPEECH_SECONDS, AudioError, detect_speech, load_audio, speech_regions
-from .features import FrontEnd, FrontEndConfig
+from .audio import (
+    HOP_SECONDS,
+    MAX_SECONDS,
+    MIN_SPEECH_SECONDS,
+    AudioError,
+    detect_speech,
+    load_audio,
+    require_speech,
+    speech_regions,
+    speech_seconds,
+)
+from .features import FrontEnd, FrontEndConfig, pad_frames
 from .losses import build_head
 from .models import build_encoder
-from .scoring import Calibration
+from .scoring import Calibration, cosine
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -43,8 +54,13 @@ class CheckpointError(ValueError):
 class Embedding:
     """One clip's embedding, with what the model saw and where it looked.
 
-    ``attention`` holds the pooling weights per feature frame (zero where no speech was
-    detected), ``frame_times`` the time of each frame in the input clip in seconds.
+    ``mel``, ``attention`` and ``frame_times`` are per feature frame: the log-mel features, the
+    pooling weights (zero on frames not pooled) and each frame's time in the input clip in
+    seconds (the ``hw4`` front end trims silence, so frames are not always evenly spaced).
+    ``speech_mask`` is the VAD's own mask (:func:`~speakerdemo.audio.detect_speech`, one entry
+    per 10 ms over the input clip): the one stored record of where speech is, from which the
+    regions and the seconds of speech are derived, so they always agree with the speech gate.
+    ``class_logits`` is None unless asked for (``embed_batch(..., class_logits=True)``).
     """
 
     vector: np.ndarray
@@ -52,32 +68,29 @@ class Embedding:
     mel: np.ndarray
     frame_times: np.ndarray
     speech_mask: np.ndarray
-    speech_seconds: float
     duration_seconds: float
     clipped_fraction: float = 0.0
     class_logits: np.ndarray | None = None
 
     @property
     def speech_regions(self) -> list[tuple[float, float]]:
-        return speech_regions(self.speech_mask_10ms, HOP_SECONDS)
+        """(start_s, end_s) of each detected speech region of the input clip."""
+        return speech_regions(self.speech_mask, HOP_SECONDS)
 
     @property
-    def speech_mask_10ms(self) -> np.ndarray:
-        """The speech mask resampled to the VAD's 10 ms grid over the input clip."""
-        frames = int(round(self.duration_seconds / HOP_SECONDS)) + 1
-        grid = np.arange(frames) * HOP_SECONDS
-        index = np.clip(np.searchsorted(self.frame_times, grid), 0, len(self.frame_times) - 1)
-        return self.speech_mask[index]
+    def speech_seconds(self) -> float:
+        """Seconds of detected speech, counted as the minimum-speech gate counts them."""
+        return speech_seconds(self.speech_mask, HOP_SECONDS)
 
 
 @dataclass
 class _Clip:
-    """Log-mel features of one clip, its detected speech frames and the frames pooled (speech + collar)."""
+    """One clip ready for the model: its log-mel features, which frames are pooled (speech + collar),
+    and what its Embedding reports about the input (VAD mask, frame times, duration, clipping)."""
 
     feats: torch.Tensor
-    mel: np.ndarray
     frame_times: np.ndarray
-    speech: np.ndarray
+    speech_mask: np.ndarray
     pooled: np.ndarray
     duration: float
     clipped: float
@@ -101,6 +114,10 @@ def with_collar(mask: np.ndarray, frames: int) -> np.ndarray:
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
+    """The device to run on: ``device`` as given, else CUDA when present, else the CPU.
+
+    The one place that decides, so the app, the scripts and training agree on the default.
+    """
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
@@ -164,7 +181,7 @@ class SpeakerEncoder(
     def from_pretrained(
         cls, pretrained_model_name_or_path: str | Path, *, device: str | torch.device | None = None,
         **kwargs: Any,
-    ) -> "SpeakerEncoder":
+    ) -> SpeakerEncoder:
         """Load a local checkpoint folder or a Hub repo id; ``device`` defaults to CUDA if present."""
         source = Path(pretrained_model_name_or_path)
         if source.is_dir() and not (source / CONFIG_FILE).is_file():
@@ -185,7 +202,7 @@ class SpeakerEncoder(
     @classmethod
     def _from_pretrained(cls, *, model_id: str, revision: str | None, cache_dir: Any,
                          force_download: bool, local_files_only: bool, token: Any,
-                         **model_kwargs: Any) -> "SpeakerEncoder":
+                         **model_kwargs: Any) -> SpeakerEncoder:
         """Safetensors only, strict: a missing or misshapen tensor is an error, not a warning."""
         model = cls(**model_kwargs)
         if Path(model_id).is_dir():
@@ -219,14 +236,15 @@ class SpeakerEncoder(
 
     def embed(self, audio: Any, sample_rate: int | None = None, *,
               max_seconds: float | None = MAX_SECONDS,
-              min_speech_seconds: float = MIN_SPEECH_SECONDS) -> Embedding:
+              min_speech_seconds: float = MIN_SPEECH_SECONDS, class_logits: bool = False) -> Embedding:
         """Embed one clip: a path, bytes, a Gradio ``(sr, array)`` tuple, or an array with ``sample_rate``."""
         return self.embed_batch([audio if sample_rate is None else (sample_rate, audio)],
-                                max_seconds=max_seconds, min_speech_seconds=min_speech_seconds)[0]
+                                max_seconds=max_seconds, min_speech_seconds=min_speech_seconds,
+                                class_logits=class_logits)[0]
 
     def embed_batch(self, clips: Sequence[Any], *, max_seconds: float | None = MAX_SECONDS,
                     min_speech_seconds: float = MIN_SPEECH_SECONDS, names: Sequence[str] | None = None,
-                    max_batch_frames: int | None = None) -> list[Embedding]:
+                    max_batch_frames: int | None = None, class_logits: bool = False) -> list[Embedding]:
         """Embed several clips; windows of all clips are batched by length on the device.
 
         ``max_batch_frames`` bounds a batch (frames x windows, padding included); by default 48,000
@@ -234,31 +252,36 @@ class SpeakerEncoder(
         of 60 s took 3.5 s in batches of 48,000 frames and 2.2 s in batches of 3,000 (2 cores).
 
         Only detected speech is pooled. ``min_speech_seconds=0`` (evaluation of fixed trial lists)
-        accepts any clip and pools all frames of a clip where no speech is detected. Raises
-        AudioError for the first bad clip, naming it (``names[i]``, else "Clip i") when there are several.
+        accepts any clip and pools all frames of a clip where no speech is detected. The
+        classifier head's logits are computed only with ``class_logits=True`` (identification,
+        validation), as verification has no use for them. Raises AudioError for the first bad clip,
+        naming it (``names[i]``, else "Clip i") when there are several.
         """
         prepared = []
         for i, clip in enumerate(clips):
             try:
-                wav = load_audio(clip, max_seconds=max_seconds, min_speech_seconds=min_speech_seconds)
-                prepared.append(self._prepare(wav, require_speech=min_speech_seconds > 0))
+                # The speech check happens in _prepare, on the mask the pooling uses: one VAD pass.
+                wav = load_audio(clip, self.frontend.config.sample_rate, max_seconds=max_seconds,
+                                 min_speech_seconds=0.0)
+                prepared.append(self._prepare(wav, min_speech_seconds))
             except AudioError as err:
                 name = names[i] if names else f"Clip {i + 1}"
                 raise AudioError(f"{name}: {err}" if len(clips) > 1 else str(err)) from None
         windows = [(c, w) for c, clip in enumerate(prepared) for w in self._windows(clip)]
         if max_batch_frames is None:
             max_batch_frames = GPU_BATCH_FRAMES if self.device.type == "cuda" else CPU_BATCH_FRAMES
-        outputs = self._encode_windows([clip_windows for _, clip_windows in windows], max_batch_frames)
+        outputs = self._encode_windows([clip_windows for _, clip_windows in windows], max_batch_frames,
+                                       class_logits)
         return [
             self._assemble(clip, [out for (c, _), out in zip(windows, outputs) if c == index])
             for index, clip in enumerate(prepared)
         ]
 
     def score(self, a: Embedding | np.ndarray, b: Embedding | np.ndarray) -> float:
-        """Cosine similarity of two embeddings."""
-        va = a.vector if isinstance(a, Embedding) else np.asarray(a, dtype=np.float32)
-        vb = b.vector if isinstance(b, Embedding) else np.asarray(b, dtype=np.float32)
-        return float(np.dot(va, vb) / (np.linalg.norm(va) * np.linalg.norm(vb)))
+        """Cosine similarity of two embeddings (or vectors), by :func:`speakerdemo.scoring.cosine`."""
+        va = a.vector if isinstance(a, Embedding) else a
+        vb = b.vector if isinstance(b, Embedding) else b
+        return float(cosine(va, vb))
 
     def classify(self, embedding: Embedding, top_k: int = 5) -> list[tuple[str, float]]:
         """Top-k training speakers with probabilities, for checkpoints with a classifier head.
@@ -275,11 +298,17 @@ class SpeakerEncoder(
             totals[speaker] = totals.get(speaker, 0.0) + float(p)
         return sorted(totals.items(), key=lambda item: -item[1])[:top_k]
 
-    def _prepare(self, wav: np.ndarray, require_speech: bool) -> _Clip:
-        """Features of the whole clip, and which frames are speech, on the input's time axis."""
+    def _prepare(self, wav: np.ndarray, min_speech_seconds: float) -> _Clip:
+        """Features of the whole clip, and which frames are speech, on the input's time axis.
+
+        The VAD runs here, once per clip: its mask both gates the clip (``min_speech_seconds``,
+        disabled by 0) and selects the frames to pool.
+        """
         sr = self.frontend.config.sample_rate
         hop = self.frontend.config.hop_length
         vad = detect_speech(wav, sr)
+        if min_speech_seconds > 0:
+            require_speech(vad, min_speech_seconds)
         processed, kept = self.frontend.prepare(wav)
         # The STFT pads each end by n_fft // 2 samples, reflecting the clip: it needs more than that.
         shortest = self.frontend.config.n_fft // 2 + 1
@@ -291,14 +320,14 @@ class SpeakerEncoder(
         positions = np.minimum(np.arange(feats.shape[0]) * hop, len(processed) - 1)
         original = kept[positions] if kept is not None else positions
         vad_hop = int(round(HOP_SECONDS * sr))
-        speech = vad[np.minimum(original // vad_hop, len(vad) - 1)]
-        pooled = with_collar(speech, int(round(SPEECH_COLLAR_SECONDS * sr / self.frontend.config.hop_length)))
+        speech = vad[np.minimum(original // vad_hop, len(vad) - 1)]  # the VAD's verdict at each feature frame
+        pooled = with_collar(speech, int(round(SPEECH_COLLAR_SECONDS * sr / hop)))
         if not speech.any():
-            if require_speech:
+            if min_speech_seconds > 0:
                 raise AudioError("No speech detected in the clip.")
             pooled = np.ones_like(speech)
         clipped = float(np.mean(np.abs(wav) >= CLIP_LEVEL))
-        return _Clip(feats, feats.float().cpu().numpy(), original / sr, speech, pooled, len(wav) / sr, clipped)
+        return _Clip(feats, original / sr, vad, pooled, len(wav) / sr, clipped)
 
     def _windows(self, clip: _Clip) -> list[torch.Tensor]:
         """Speech frames of a clip, normalised together, cut into windows of at most ``window_seconds``."""
@@ -308,38 +337,35 @@ class SpeakerEncoder(
                           / self.frontend.config.hop_length))
         return list(torch.split(frames, size))
 
-    def _encode_windows(self, windows: list[torch.Tensor], max_batch_frames: int) -> list[tuple]:
+    def _encode_windows(self, windows: list[torch.Tensor], max_batch_frames: int,
+                        class_logits: bool) -> list[tuple]:
         """Run the encoder over windows sorted by length, in padded batches of bounded size."""
         order = sorted(range(len(windows)), key=lambda i: windows[i].shape[0])
         results: list[tuple] = [None] * len(windows)  # type: ignore[list-item]
         batch: list[int] = []
         for index in order + [None]:
-            longest = windows[batch[-1]].shape[0] if batch else 0
+            # Sorted by length, so the window being added is the longest and sets the padded size.
             if batch and (index is None or (len(batch) + 1) * windows[index].shape[0] > max_batch_frames):
-                for i, out in zip(batch, self._encode(windows, batch, longest)):
+                for i, out in zip(batch, self._encode([windows[i] for i in batch], class_logits)):
                     results[i] = out
                 batch = []
             if index is not None:
                 batch.append(index)
         return results
 
-    def _encode(self, windows: list[torch.Tensor], batch: list[int], longest: int) -> list[tuple]:
-        feats = torch.zeros(len(batch), longest, windows[batch[0]].shape[1], device=self.device)
-        mask = torch.zeros(len(batch), longest, dtype=torch.bool, device=self.device)
-        for row, i in enumerate(batch):
-            n = windows[i].shape[0]
-            feats[row, :n] = windows[i]
-            mask[row, :n] = True
+    def _encode(self, windows: list[torch.Tensor], class_logits: bool) -> list[tuple]:
+        """(embedding, attention over the window's frames, logits or None) for each window of one batch."""
+        feats, mask = pad_frames(windows)
         use_amp = self.device.type == "cuda"
         with torch.inference_mode(), torch.autocast(self.device.type, torch.bfloat16, enabled=use_amp):
             out = self.model(feats, mask)
-            logits = self.head.logits(out.embedding) if self.head is not None else None
+            logits = self.head.logits(out.embedding) if class_logits and self.head is not None else None
         embeddings = out.embedding.float().cpu().numpy()
         weights = out.weights.float().cpu().numpy()
         logits = logits.float().cpu().numpy() if logits is not None else None
         return [
-            (embeddings[row], weights[row, : windows[i].shape[0]], None if logits is None else logits[row])
-            for row, i in enumerate(batch)
+            (embeddings[row], weights[row, : window.shape[0]], None if logits is None else logits[row])
+            for row, window in enumerate(windows)
         ]
 
     def _assemble(self, clip: _Clip, outputs: list[tuple]) -> Embedding:
@@ -352,15 +378,13 @@ class SpeakerEncoder(
         attention[clip.pooled] = np.concatenate([s * w for s, (_, w, _) in zip(share, outputs)])
         logits = None
         if outputs[0][2] is not None:
-            logits = np.sum([s * l for s, (_, _, l) in zip(share, outputs)], axis=0).astype(np.float32)
-        hop = self.frontend.config.hop_length / self.frontend.config.sample_rate
+            logits = np.sum([s * z for s, (_, _, z) in zip(share, outputs)], axis=0).astype(np.float32)
         return Embedding(
             vector=(vector / np.linalg.norm(vector)).astype(np.float32),
             attention=attention / attention.sum(),
-            mel=clip.mel,
+            mel=clip.feats.float().cpu().numpy(),
             frame_times=clip.frame_times.astype(np.float32),
-            speech_mask=clip.speech,
-            speech_seconds=min(float(clip.speech.sum() * hop), clip.duration),
+            speech_mask=clip.speech_mask,
             duration_seconds=clip.duration,
             clipped_fraction=clip.clipped,
             class_logits=logits,

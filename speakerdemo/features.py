@@ -8,13 +8,16 @@ the HW4 feature files works on raw audio.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
-from typing import Literal, Sequence
+from typing import Literal
 
 import numpy as np
 import torch
 import torchaudio
 from torch import nn
+
+from .audio import SAMPLE_RATE
 
 Normalize = Literal["none", "mean", "meanvar"]
 
@@ -23,7 +26,7 @@ Normalize = Literal["none", "mean", "meanvar"]
 class FrontEndConfig:
     """Everything that decides the features; stored in ``config.json`` under ``frontend``."""
 
-    sample_rate: int = 16000
+    sample_rate: int = SAMPLE_RATE
     n_fft: int = 512
     win_length: int = 400
     hop_length: int = 160
@@ -103,11 +106,12 @@ def pad_frames(frames: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tens
 
 
 class FrontEnd(nn.Module):
-    """Waveforms (B, N) -> log-mel features (B, T, n_mels) and a frame mask (B, T).
+    """Waveforms (B, N) of equal length -> log-mel features (B, T, n_mels) and a frame mask (B, T).
 
     Frame ``i`` is centred on sample ``i * hop_length``; an utterance of ``n`` samples has
-    ``1 + n // hop_length`` frames. Utterances of different lengths are transformed one by one,
-    so an utterance's features do not depend on what it is batched with.
+    ``1 + n // hop_length`` frames. Utterances of different lengths are transformed one by one
+    (:meth:`log_mel`, :meth:`normalize`) and batched with :func:`pad_frames`, so an utterance's
+    features do not depend on what it is batched with.
     """
 
     def __init__(self, config: FrontEndConfig | None = None) -> None:
@@ -122,9 +126,6 @@ class FrontEnd(nn.Module):
         for module in self.mel.modules():
             for name, buffer in list(module.named_buffers(recurse=False)):
                 module.register_buffer(name, buffer, persistent=False)
-
-    def num_frames(self, num_samples: int) -> int:
-        return 1 + num_samples // self.config.hop_length
 
     def prepare(self, wav: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Waveform-level steps of the preset (peak normalisation, silence trimming).
@@ -142,21 +143,10 @@ class FrontEnd(nn.Module):
             return wav, None
         return np.ascontiguousarray(wav[kept]), kept
 
-    def forward(
-        self, wav: torch.Tensor, lengths: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        batch, samples = wav.shape
-        if lengths is None or bool((lengths == samples).all()):
-            feats = self.normalize(self.log_mel(wav))
-            mask = torch.ones(feats.shape[:2], dtype=torch.bool, device=wav.device)
-            return feats, mask
-        frames = [self.num_frames(int(n)) for n in lengths]
-        feats = wav.new_zeros(batch, max(frames), self.config.n_mels)
-        mask = torch.zeros(batch, max(frames), dtype=torch.bool, device=wav.device)
-        for i, (n, t) in enumerate(zip(lengths.tolist(), frames)):
-            feats[i, :t] = self.normalize(self.log_mel(wav[i : i + 1, :n]))[0]
-            mask[i, :t] = True
-        return feats, mask
+    def forward(self, wav: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalised log-mel features of a batch of equal-length crops; every frame is real."""
+        feats = self.normalize(self.log_mel(wav))
+        return feats, torch.ones(feats.shape[:2], dtype=torch.bool, device=wav.device)
 
     def log_mel(self, wav: torch.Tensor) -> torch.Tensor:
         """(B, N) waveforms -> (B, T, n_mels) log-mel energies, before normalisation (fp32 always)."""

@@ -1,7 +1,7 @@
 """Tests of speakerdemo.audio: loading, validation, resampling and the VAD.
 
 Signals are synthesised with numpy; files are written with soundfile into tmp_path. The
-speech stand-in is a voiced signal (120 Hz harmonics shaped by three formants, modulated at a
+speech stand-in is conftest's ``voiced`` signal (120 Hz harmonics under a formant, modulated at a
 4 Hz syllable rate): the VAD must accept it and reject white noise.
 """
 
@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from conftest import voiced
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -26,18 +27,6 @@ from speakerdemo.audio import (
 )
 
 SR = 16000
-FORMANTS_HZ = ((700, 130), (1220, 70), (2600, 160))
-
-
-def voiced(seconds: float, sample_rate: int = SR, peak: float = 0.5, f0: float = 120.0) -> np.ndarray:
-    """Vowel-like float32 signal: glottal harmonics under a formant envelope, 4 Hz syllable AM."""
-    t = np.arange(round(seconds * sample_rate)) / sample_rate
-    signal = np.zeros_like(t)
-    for k in range(1, int(min(3800, sample_rate / 2 - f0) / f0) + 1):
-        envelope = sum(1 / (1 + ((k * f0 - centre) / width) ** 2) for centre, width in FORMANTS_HZ) + 0.02
-        signal += envelope / k * np.cos(2 * np.pi * k * f0 * t)
-    signal *= 0.6 + 0.4 * np.sin(2 * np.pi * 4 * t)
-    return (peak * signal / np.abs(signal).max()).astype(np.float32)
 
 
 def silence(seconds: float) -> np.ndarray:

@@ -5,29 +5,21 @@ import pickle
 
 import numpy as np
 import pytest
-import torch
+from conftest import tiny_encoder, voiced
 
+import speakerdemo.audio as audio_module
+import speakerdemo.encoder as encoder_module
 from speakerdemo import AudioError, CheckpointError, SpeakerEncoder
+from speakerdemo.audio import MIN_SPEECH_SECONDS
 from speakerdemo.encoder import SPEECH_COLLAR_SECONDS
 from speakerdemo.scoring import Calibration
 
 SR = 16000
 
 
-def voiced(seconds: float, f0: float = 120.0, seed: int = 0) -> np.ndarray:
-    """A speech-like signal: harmonics of f0 under a formant-ish envelope, syllable-rate modulation."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(seconds * SR)) / SR
-    wav = sum(np.sin(2 * np.pi * f0 * k * t + rng.uniform(0, 6)) / k for k in range(1, 25) if f0 * k < 4000)
-    envelope = 0.55 + 0.45 * np.sin(2 * np.pi * 4 * t)
-    return (0.3 * wav * envelope / np.max(np.abs(wav))).astype(np.float32)
-
-
 @pytest.fixture(scope="module")
 def encoder():
-    torch.manual_seed(0)
-    return SpeakerEncoder(encoder={"name": "ecapa_tdnn", "channels": 64},
-                          head={"name": "aam_softmax"}, classes=["a", "b", "c"]).eval()
+    return tiny_encoder(64, head={"name": "aam_softmax"}, classes=["a", "b", "c"])
 
 
 def test_embedding_fields(encoder):
@@ -41,6 +33,33 @@ def test_embedding_fields(encoder):
     assert emb.frame_times[1] - emb.frame_times[0] == pytest.approx(0.01)
     assert emb.duration_seconds == pytest.approx(2.0)
     assert 1.5 < emb.speech_seconds <= 2.01
+    assert emb.class_logits is None  # only computed when asked for (identification)
+
+
+def test_the_vad_runs_once_per_clip(encoder, monkeypatch):
+    calls = []
+    real = audio_module.detect_speech
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(audio_module, "detect_speech", counted)
+    monkeypatch.setattr(encoder_module, "detect_speech", counted)
+    encoder.embed_batch([(SR, voiced(1.0)), (SR, voiced(2.0, seed=1))])
+    assert len(calls) == 2
+
+
+@pytest.mark.parametrize("seconds", [0.4, 0.45, 0.48, 0.5, 0.52, 0.55, 0.6])
+def test_the_speech_gate_and_the_embedding_count_speech_alike(encoder, seconds):
+    """Near the 0.5 s gate: a clip is refused exactly when its embedding would report under 0.5 s."""
+    wav = np.concatenate([np.zeros(SR, np.float32), voiced(seconds), np.zeros(SR, np.float32)])
+    found = encoder.embed(wav, SR, min_speech_seconds=0.0).speech_seconds
+    if found < MIN_SPEECH_SECONDS:
+        with pytest.raises(AudioError, match=f"Only {found:.2f} s of speech detected"):
+            encoder.embed(wav, SR)
+    else:
+        assert encoder.embed(wav, SR).speech_seconds == found
 
 
 def test_silence_gets_no_attention_and_does_not_change_the_embedding(encoder):
@@ -57,7 +76,7 @@ def test_silence_gets_no_attention_and_does_not_change_the_embedding(encoder):
 
 
 def test_batch_equals_one_by_one(encoder):
-    clips = [(SR, voiced(s, f0, seed)) for s, f0, seed in [(1.0, 110, 1), (3.5, 180, 2), (2.2, 140, 3)]]
+    clips = [(SR, voiced(s, f0=f0, seed=seed)) for s, f0, seed in [(1.0, 110, 1), (3.5, 180, 2), (2.2, 140, 3)]]
     batched = encoder.embed_batch(clips)
     for clip, emb in zip(clips, batched):
         np.testing.assert_allclose(encoder.embed(clip).vector, emb.vector, atol=1e-5)
@@ -67,7 +86,8 @@ def test_batch_equals_one_by_one(encoder):
 def test_batch_size_bound_does_not_change_embeddings(encoder, max_batch_frames):
     """Whatever the batches (one window each at 200 frames, all together at 48,000, the device's
     default otherwise), padding and grouping leave every embedding as it is alone."""
-    clips = [(SR, voiced(s, f0, seed)) for s, f0, seed in [(1.0, 110, 1), (3.5, 180, 2), (2.2, 140, 3), (1.2, 95, 4)]]
+    clips = [(SR, voiced(s, f0=f0, seed=seed))
+             for s, f0, seed in [(1.0, 110, 1), (3.5, 180, 2), (2.2, 140, 3), (1.2, 95, 4)]]
     batched = encoder.embed_batch(clips, max_batch_frames=max_batch_frames)
     for clip, emb in zip(clips, batched):
         np.testing.assert_allclose(encoder.embed_batch([clip], max_batch_frames=1)[0].vector, emb.vector, atol=1e-5)
@@ -100,7 +120,9 @@ def test_save_load_round_trip_gives_identical_embeddings(encoder, tmp_path):
 
 
 def test_classify_returns_top_k_probabilities(encoder):
-    top = encoder.classify(encoder.embed(voiced(1.0), SR), top_k=2)
+    emb = encoder.embed(voiced(1.0), SR, class_logits=True)
+    assert emb.class_logits.shape == (3,)
+    top = encoder.classify(emb, top_k=2)
     assert [name for name, _ in top] != [] and len(top) == 2
     assert all(0 <= p <= 1 for _, p in top) and top[0][1] >= top[1][1]
 
@@ -112,7 +134,7 @@ def test_bad_audio_is_an_audio_error(encoder):
         encoder.embed_batch([(SR, voiced(1.0)), (SR, np.full(SR, np.nan, np.float32))])
 
 
-def test_refuses_bad_checkpoints(encoder, tmp_path):
+def test_refuses_bad_checkpoints(encoder, tiny_checkpoint, tmp_path):
     with pytest.raises(CheckpointError, match="config.json"):
         SpeakerEncoder.from_pretrained(tmp_path)
     encoder.save_pretrained(tmp_path)
@@ -123,8 +145,7 @@ def test_refuses_bad_checkpoints(encoder, tmp_path):
     weights.write_bytes(pickle.dumps({"model": [1, 2, 3]}))
     with pytest.raises(CheckpointError, match="safetensors"):
         SpeakerEncoder.from_pretrained(tmp_path)
-    other = tmp_path / "other"
-    SpeakerEncoder(encoder={"name": "ecapa_tdnn", "channels": 32}).save_pretrained(other)
+    other = tiny_checkpoint(32)
     weights.write_bytes((other / "model.safetensors").read_bytes())
     with pytest.raises(CheckpointError, match="does not match"):
         SpeakerEncoder.from_pretrained(tmp_path)

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torchaudio
 
-from speakerdemo.features import FrontEnd, frontend_config, peak_normalize, trim_silence
+from speakerdemo.features import FrontEnd, frontend_config, pad_frames, peak_normalize, trim_silence
 
 
 def _tone(seconds=1.0, sr=16000, freq=220.0, amp=0.3):
@@ -50,20 +50,23 @@ def test_trim_silence_drops_long_quiet_runs_and_keeps_short_ones():
 def test_mean_normalisation_zeroes_the_mean():
     feats, _ = FrontEnd(frontend_config("default"))(torch.from_numpy(_tone()).unsqueeze(0))
     torch.testing.assert_close(feats.mean(dim=1), torch.zeros(1, 80), atol=1e-4, rtol=0)
-    feats, _ = FrontEnd(frontend_config("default", normalize="meanvar"))(torch.from_numpy(_tone() + 0.01 * np.random.default_rng(0).standard_normal(16000).astype(np.float32)).unsqueeze(0))
+    noisy = _tone() + 0.01 * np.random.default_rng(0).standard_normal(16000).astype(np.float32)
+    feats, _ = FrontEnd(frontend_config("default", normalize="meanvar"))(torch.from_numpy(noisy).unsqueeze(0))
     torch.testing.assert_close(feats.std(dim=1), torch.ones(1, 80), atol=1e-3, rtol=0)
 
 
-def test_batched_features_equal_single_features():
+def test_padded_batch_equals_single_features():
+    """Utterances of different lengths are featurised one by one and batched by pad_frames: each keeps
+    its own features, the padding is zero and masked out."""
     fe = FrontEnd()
-    a, b = _tone(0.7), _tone(1.3, freq=440)
-    batch = torch.zeros(2, len(b))
-    batch[0, : len(a)], batch[1] = torch.from_numpy(a), torch.from_numpy(b)
-    feats, mask = fe(batch, torch.tensor([len(a), len(b)]))
-    alone, _ = fe(torch.from_numpy(a).unsqueeze(0))
-    n = fe.num_frames(len(a))
+    alone = [fe(torch.from_numpy(w).unsqueeze(0))[0][0] for w in (_tone(0.7), _tone(1.3, freq=440))]
+    feats, mask = pad_frames(alone)
+    n = alone[0].shape[0]
+    assert n == 1 + int(0.7 * 16000) // 160
+    assert feats.shape == (2, alone[1].shape[0], 80)
     assert mask[0].sum() == n and mask[1].all()
     torch.testing.assert_close(feats[0, :n], alone[0])
+    torch.testing.assert_close(feats[1], alone[1])
     assert torch.all(feats[0, n:] == 0)
 
 
