@@ -1,7 +1,8 @@
 """speakerdemo web app: ``python app.py [--model PATH_OR_REPO] [--port N] [--share] [--gallery FILE]``.
 
-Parses arguments, builds the UI from ``speakerdemo.ui`` and launches it. Nothing else, but for
-one process setting (``limit_malloc_arenas``).
+Parses arguments, loads the shared state (``speakerdemo.app_state``), builds the UI from
+``speakerdemo.ui`` and launches it. Nothing else, but for one process setting
+(``limit_malloc_arenas``).
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ from pathlib import Path
 
 import gradio as gr
 
+from speakerdemo.app_state import Models, SharedGallery, available_checkpoints
 from speakerdemo.audio import MAX_SECONDS
-from speakerdemo.ui import MAX_UPLOAD_MB, Demo, Models, SharedGallery, available_checkpoints, build_demo
+from speakerdemo.ui import MAX_UPLOAD_MB, Demo, build_demo
 
 CHECKPOINTS = Path(__file__).parent / "checkpoints"
 DEFAULT_MODEL = "ecapa-speechocean"

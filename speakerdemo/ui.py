@@ -1,34 +1,37 @@
-"""The Gradio demo: plain functions over SpeakerEncoder, Gallery and plots, and the Blocks that wire them.
+"""The Gradio demo: the request handlers over SpeakerEncoder, Gallery and plots, and the Blocks that wire them.
 
-Every handler is an ordinary function (tests call them directly). User mistakes become
-``gr.Error`` with the AudioError's message; nothing else a user sends reaches a stack trace.
-Per-session state (embeddings, the session gallery) lives in ``gr.State``; the only state shared
-between sessions is the loaded models (read-only) and the optional persistent gallery, which is
-changed under a lock and written atomically.
+Every handler is a method of :class:`Demo` that takes the session (a :class:`Session`) first and
+the components' values after it, in the order the Blocks pass them, so events are wired to the
+methods themselves and tests call them directly. A handler fetches its encoder once per request.
+User mistakes become ``gr.Error`` with the AudioError's message; nothing else a user sends reaches
+a stack trace. Per-session state (model choice, the session gallery) lives in ``gr.State``; what
+is shared between sessions (models, the persistent gallery) is in ``speakerdemo.app_state``.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import tempfile
-import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import gradio as gr
 import plotly.graph_objects as go
 
+from .app_state import Models, SharedGallery, read_model_card
 from .audio import MAX_SECONDS, AudioError
-from .encoder import CheckpointError, Embedding, SpeakerEncoder
+from .encoder import Embedding, SpeakerEncoder
 from .gallery import Gallery, GalleryError
 from .plots import embedding_map_figure, ranking_figure, score_distribution_figure, spectrogram_figure
+from .scoring import Calibration
 
 MIN_RELIABLE_SPEECH = 2.0      # seconds of speech under which a score is flagged as unreliable
 MIN_SPEECH_SHARE = 0.3         # clips with less speech than this share are "mostly silence"
 MAX_CLIPPED_SHARE = 0.001      # more clipped samples than this is flagged
 MAX_UPLOAD_MB = 20
+IDENTIFY_CLASSES = 5           # training speakers listed by the classifier in the Identify tab
 EXAMPLES_DIR = Path(__file__).parent / "examples"
 
 try:  # On Hugging Face ZeroGPU the GPU is attached only inside functions decorated like this.
@@ -38,75 +41,6 @@ try:  # On Hugging Face ZeroGPU the GPU is attached only inside functions decora
 except ImportError:
     def gpu(fn: Callable) -> Callable:
         return fn
-
-
-def available_checkpoints(folder: Path) -> dict[str, str]:
-    """Checkpoint folders (those with a config.json) by name."""
-    if not folder.is_dir():
-        return {}
-    return {p.name: str(p) for p in sorted(folder.iterdir()) if (p / "config.json").is_file()}
-
-
-def read_model_card(source: str) -> str:
-    """The model card's Markdown without its YAML header, from a folder or the Hub."""
-    path = Path(source) / "README.md"
-    try:
-        if path.is_file():
-            text = path.read_text()
-        else:
-            from huggingface_hub import ModelCard
-
-            text = ModelCard.load(source).content
-    except Exception as err:  # an unreachable Hub must not stop the demo; say so in the panel
-        return f"*Model card unavailable: {err}*"
-    return re.sub(r"\A---\n.*?\n---\n", "", text, flags=re.S).strip()
-
-
-class Models:
-    """Encoders loaded once each (the default at start-up, others on first use), shared read-only."""
-
-    def __init__(self, default: str, choices: dict[str, str], device: str | None = None) -> None:
-        self.device = device
-        self.default = default
-        self.choices = dict(choices)
-        if default not in self.choices:
-            self.choices = {default: default, **self.choices}
-        self._loaded: dict[str, SpeakerEncoder] = {}
-        self._lock = threading.Lock()
-        self.get(default)
-
-    def get(self, name: str | None) -> SpeakerEncoder:
-        name = name or self.default
-        if name not in self.choices:
-            raise gr.Error(f"Unknown model {name!r}.")
-        with self._lock:
-            if name not in self._loaded:
-                try:
-                    self._loaded[name] = SpeakerEncoder.from_pretrained(self.choices[name], device=self.device)
-                except CheckpointError as err:
-                    raise gr.Error(str(err)) from None
-            return self._loaded[name]
-
-
-class SharedGallery:
-    """The persistent gallery of ``--gallery FILE``: changed under a lock, saved atomically."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.lock = threading.Lock()
-        self.gallery = Gallery.load(path) if path.exists() else Gallery()
-
-    def update(self, change: Callable[[Gallery], None]) -> Gallery:
-        with self.lock:
-            candidate = self.gallery.copy()
-            change(candidate)
-            candidate.save(self.path)
-            self.gallery = candidate
-            return candidate.copy()
-
-    def snapshot(self) -> Gallery:
-        with self.lock:
-            return self.gallery.copy()
 
 
 @dataclass
@@ -119,61 +53,59 @@ class Session:
 
 @dataclass
 class Demo:
-    """Everything the handlers share: models and the optional persistent gallery."""
+    """The handlers, and what they share: models and the optional persistent gallery."""
 
     models: Models
     shared: SharedGallery | None = None
     max_seconds: float = MAX_SECONDS
 
+    def encoder(self, session: Session) -> SpeakerEncoder:
+        """The session's encoder. Each handler calls this once and passes the encoder along."""
+        return self.models.get(session.model)
+
     # ------------------------------------------------------------------ embeddings
-    def embed(self, model: str, clips: Sequence[Any], names: Sequence[str] | None = None) -> list[Embedding]:
-        """Embed clips (paths or (sr, array)); bad audio becomes a gr.Error naming the clip and the reason."""
-        encoder = self.models.get(model)
+    def embed(self, session: Session, clips: Sequence[Any], names: Sequence[str] | None = None) -> list[Embedding]:
+        """Embed clips (paths or (sr, array)) with the session's model; see :meth:`_embed`."""
+        return self._embed(self.encoder(session), clips, names)
+
+    def _embed(self, encoder: SpeakerEncoder, clips: Sequence[Any], names: Sequence[str] | None = None,
+               class_logits: bool = False) -> list[Embedding]:
+        """Embed clips; bad audio becomes a gr.Error naming the clip and the reason."""
         if any(c is None for c in clips):
             raise gr.Error("Please record or upload a clip first.")
         try:
-            return _embed_batch(encoder, list(clips), self.max_seconds, names)
+            return _embed_batch(encoder, list(clips), self.max_seconds, names, class_logits)
         except AudioError as err:
             raise gr.Error(str(err)) from None
 
     # ------------------------------------------------------------------ inspect
-    def inspect(self, model: str, clip: Any) -> tuple[go.Figure, str]:
-        emb = self.embed(model, [clip])[0]
+    def inspect(self, session: Session, clip: Any) -> tuple[go.Figure, str]:
+        emb = self.embed(session, [clip])[0]
         return spectrogram_figure(emb), clip_report(emb)
 
     # ------------------------------------------------------------------ verify
-    def verify(self, model: str, a: Any, b: Any, threshold: float) -> tuple[go.Figure, go.Figure, str, go.Figure, float]:
-        ea, eb = self.embed(model, [a, b], ["Clip A", "Clip B"])
-        score = self.models.get(model).score(ea, eb)
-        text, dist = self.verdict(model, score, threshold)
+    def verify(self, session: Session, a: Any, b: Any,
+               threshold: float) -> tuple[go.Figure, go.Figure, str, go.Figure, float]:
+        encoder = self.encoder(session)
+        ea, eb = self._embed(encoder, [a, b], ["Clip A", "Clip B"])
+        score = encoder.score(ea, eb)
+        text, dist = calibrated_verdict(encoder.calibration, score, threshold)
         warnings = [f"**Clip A:** {w}" for w in clip_warnings(ea)] + [f"**Clip B:** {w}" for w in clip_warnings(eb)]
         report = text + ("\n\n" + "\n\n".join(f"⚠️ {w}" for w in warnings) if warnings else "")
         return spectrogram_figure(ea, "Clip A"), spectrogram_figure(eb, "Clip B"), report, dist, score
 
-    def verdict(self, model: str, score: float | None, threshold: float) -> tuple[str, go.Figure]:
-        """Decision and error rates for a score at a threshold; no model call (slider changes)."""
-        encoder = self.models.get(model)
-        calibration = encoder.calibration
-        if score is None:
-            return "Give two clips and press **Verify**.", score_distribution_figure(calibration, 0.0, threshold)
-        same = score >= threshold
-        lines = [f"## {'✅ Same speaker' if same else '❌ Different speakers'}",
-                 f"Cosine similarity **{score:.3f}** against threshold **{threshold:.3f}**."]
-        if calibration is not None:
-            far, frr = calibration.rates_at(threshold)
-            lines.append(
-                f"At this threshold, on {calibration.trials or 'the calibration trials'}, about "
-                f"**{100 * far:.1f} %** of different-speaker pairs are accepted (false accepts) and "
-                f"**{100 * frr:.1f} %** of same-speaker pairs rejected (false rejects). "
-                f"The default {calibration.threshold:.3f} is the equal-error-rate point (EER {100 * calibration.eer:.2f} %)."
-            )
-        else:
-            lines.append("This checkpoint has no calibration: the threshold's error rates are unknown.")
-        return "\n\n".join(lines), score_distribution_figure(calibration, score, threshold)
+    def verdict(self, session: Session, score: float | None, threshold: float) -> tuple[str, go.Figure]:
+        """The verdict redrawn for a new threshold (slider changes): no model call."""
+        return calibrated_verdict(self.encoder(session).calibration, score, threshold)
 
     # ------------------------------------------------------------------ gallery
     def gallery_of(self, session: Session) -> Gallery:
         return self.shared.snapshot() if self.shared is not None else session.gallery
+
+    def gallery_view(self, session: Session) -> tuple[list[list], go.Figure]:
+        """The enrolled-speakers table and the embedding map (on page load, after every change)."""
+        gallery = self.gallery_of(session)
+        return gallery_table(gallery), embedding_map_figure(gallery)
 
     def _change(self, session: Session, change: Callable[[Gallery], None]) -> Session:
         if self.shared is not None:
@@ -183,13 +115,15 @@ class Demo:
         change(gallery)
         return Session(session.model, gallery)
 
-    def enroll(self, session: Session, name: str, clips: Sequence[Any] | None) -> tuple[Session, list[list], go.Figure, str]:
-        clips = [c for c in (clips or []) if c is not None]
+    def enroll(self, session: Session, name: str, mic: Any,
+               files: Sequence[Any] | None) -> tuple[Session, list[list], go.Figure, str]:
+        """Enroll ``name`` from the microphone clip and/or the uploaded files (either may be empty)."""
+        clips = [c for c in [mic, *(files or [])] if c is not None]
         if not (name or "").strip():
             raise gr.Error("Give the speaker a name.")
         if not clips:
             raise gr.Error("Record or upload at least one clip of the speaker.")
-        embs = self.embed(session.model, [_file_path(c) for c in clips])
+        embs = self.embed(session, [_file_path(c) for c in clips])
         try:
             session = self._change(session, lambda g: g.enroll(name, [e.vector for e in embs]))
         except ValueError as err:
@@ -198,23 +132,23 @@ class Demo:
         note = f"Enrolled **{name.strip()}** with {len(embs)} clip(s)."
         if warnings:
             note += " ⚠️ " + " ".join(sorted(set(warnings)))
-        gallery = self.gallery_of(session)
-        return session, gallery_table(gallery), embedding_map_figure(gallery), note
+        return session, *self.gallery_view(session), note
 
     def remove(self, session: Session, name: str) -> tuple[Session, list[list], go.Figure, str]:
         try:
             session = self._change(session, lambda g: g.remove(name or ""))
         except ValueError as err:
             raise gr.Error(str(err)) from None
-        gallery = self.gallery_of(session)
-        return session, gallery_table(gallery), embedding_map_figure(gallery), f"Removed **{name}**."
+        return session, *self.gallery_view(session), f"Removed **{name}**."
 
-    def identify(self, session: Session, clip: Any, threshold: float, top_k: int) -> tuple[str, go.Figure, list[list], go.Figure, go.Figure]:
+    def identify(self, session: Session, clip: Any, threshold: float,
+                 top_k: int) -> tuple[str, go.Figure, list[list], go.Figure, go.Figure]:
         gallery = self.gallery_of(session)
         if not len(gallery):
             raise gr.Error("No speakers enrolled yet: enroll at least one in the Enroll tab.")
-        emb = self.embed(session.model, [clip])[0]
-        classes = [[name, round(p, 4)] for name, p in self.models.get(session.model).classify(emb, top_k=5)]
+        encoder = self.encoder(session)
+        emb = self._embed(encoder, [clip], class_logits=True)[0]
+        classes = [[name, round(p, 4)] for name, p in encoder.classify(emb, top_k=IDENTIFY_CLASSES)]
         ranking = gallery.rank(emb.vector, top_k=int(top_k), threshold=threshold)
         best = ranking.matches[0]
         text = (f"## {ranking.best}\n\nBest match **{best.name}** with cosine {best.score:.3f} "
@@ -242,7 +176,7 @@ class Demo:
             loaded = Gallery.load(_file_path(file))
         except GalleryError as err:
             raise gr.Error(f"Cannot load that gallery: {err}") from None
-        dim = self.models.get(session.model).model.embed_dim
+        dim = self.encoder(session).model.embed_dim
         if loaded.dim not in (None, dim):
             raise gr.Error(f"That gallery holds {loaded.dim}-d embeddings; this model makes {dim}-d ones.")
 
@@ -253,21 +187,41 @@ class Demo:
                 g.enroll(name, list(loaded.clips(name)))
 
         session = self._change(session, replace)
-        gallery = self.gallery_of(session)
-        return session, gallery_table(gallery), embedding_map_figure(gallery), f"Loaded {len(gallery)} speaker(s)."
+        return session, *self.gallery_view(session), f"Loaded {len(self.gallery_of(session))} speaker(s)."
 
     def switch_model(self, session: Session, model: str) -> tuple[Session, float, str, list[list], go.Figure]:
         """A new model makes the session's gallery meaningless: start it afresh, reset the threshold."""
-        encoder = self.models.get(model)
-        gallery = self.gallery_of(Session(model))
-        return (Session(model), encoder.threshold, read_model_card(self.models.choices[model]),
-                gallery_table(gallery), embedding_map_figure(gallery))
+        fresh = Session(model)
+        encoder = self.encoder(fresh)
+        return (fresh, encoder.threshold, read_model_card(self.models.choices[model]), *self.gallery_view(fresh))
+
+
+def calibrated_verdict(calibration: Calibration | None, score: float | None,
+                       threshold: float) -> tuple[str, go.Figure]:
+    """Decision and error rates for a score at a threshold, from the checkpoint's calibration alone."""
+    if score is None:
+        return "Give two clips and press **Verify**.", score_distribution_figure(calibration, 0.0, threshold)
+    same = score >= threshold
+    lines = [f"## {'✅ Same speaker' if same else '❌ Different speakers'}",
+             f"Cosine similarity **{score:.3f}** against threshold **{threshold:.3f}**."]
+    if calibration is not None:
+        far, frr = calibration.rates_at(threshold)
+        lines.append(
+            f"At this threshold, on {calibration.trials or 'the calibration trials'}, about "
+            f"**{100 * far:.1f} %** of different-speaker pairs are accepted (false accepts) and "
+            f"**{100 * frr:.1f} %** of same-speaker pairs rejected (false rejects). "
+            f"The default {calibration.threshold:.3f} is the equal-error-rate point "
+            f"(EER {100 * calibration.eer:.2f} %)."
+        )
+    else:
+        lines.append("This checkpoint has no calibration: the threshold's error rates are unknown.")
+    return "\n\n".join(lines), score_distribution_figure(calibration, score, threshold)
 
 
 @gpu
 def _embed_batch(encoder: SpeakerEncoder, clips: list[Any], max_seconds: float,
-                 names: Sequence[str] | None) -> list[Embedding]:
-    return encoder.embed_batch(clips, max_seconds=max_seconds, names=names)
+                 names: Sequence[str] | None, class_logits: bool) -> list[Embedding]:
+    return encoder.embed_batch(clips, max_seconds=max_seconds, names=names, class_logits=class_logits)
 
 
 def _file_path(item: Any) -> Any:
@@ -316,10 +270,13 @@ def _audio(label: str) -> gr.Audio:
 
 
 def build_demo(demo: Demo) -> gr.Blocks:
-    """The Blocks app; handlers are the Demo's methods."""
+    """The Blocks app; every event is wired to a Demo method, next to the components it serves."""
     default = demo.models.default
     encoder = demo.models.get(default)
     examples = example_clips()
+    # Enroll, remove and import redraw the map shown in the Identify tab: it is defined here and
+    # rendered in that tab, so the Enroll tab's events can name it as an output.
+    emb_map = gr.Plot(label="Embedding map", render=False)
     with gr.Blocks(title="speakerdemo — who is speaking?") as blocks:
         session = gr.State(Session(default))
         gr.Markdown(
@@ -344,7 +301,12 @@ def build_demo(demo: Demo) -> gr.Blocks:
             verdict = gr.Markdown("Give two clips and press **Verify**.", elem_id="verdict")
             dist = gr.Plot(label="What the score means")
             with gr.Row():
-                spec_a, spec_b = gr.Plot(label="Clip A: spectrogram and attention"), gr.Plot(label="Clip B: spectrogram and attention")
+                spec_a = gr.Plot(label="Clip A: spectrogram and attention")
+                spec_b = gr.Plot(label="Clip B: spectrogram and attention")
+            verify_btn.click(demo.verify, [session, clip_a, clip_b, threshold], [spec_a, spec_b, verdict, dist, score],
+                             api_name="verify")
+            threshold.change(demo.verdict, [session, score, threshold], [verdict, dist], api_name=False,
+                             show_progress="hidden")
 
         with gr.Tab("Enroll"):
             with gr.Row():
@@ -363,7 +325,16 @@ def build_demo(demo: Demo) -> gr.Blocks:
                     with gr.Row():
                         export_btn = gr.Button("Download gallery")
                         export_file = gr.File(label="Gallery file", interactive=False)
-                    import_file = gr.File(label="Upload a gallery (.safetensors)", file_types=[".safetensors"], type="filepath")
+                    import_file = gr.File(label="Upload a gallery (.safetensors)", file_types=[".safetensors"],
+                                          type="filepath")
+            changed = [session, table, emb_map, enroll_msg]
+            enrolled = enroll_btn.click(demo.enroll, [session, name, enroll_mic, enroll_files], changed,
+                                        api_name="enroll")
+            enrolled.success(lambda: (None, None), None, [enroll_mic, enroll_files], api_name=False,
+                             show_progress="hidden")
+            remove_btn.click(demo.remove, [session, remove_name], changed, api_name="remove")
+            export_btn.click(demo.export, [session], [export_file], api_name="export_gallery")
+            import_file.upload(demo.load, [session, import_file], changed, api_name="import_gallery")
 
         with gr.Tab("Identify"):
             with gr.Row():
@@ -378,34 +349,21 @@ def build_demo(demo: Demo) -> gr.Blocks:
                                            label="Closest training speakers (the checkpoint's classifier)",
                                            interactive=False)
             with gr.Row():
-                emb_map = gr.Plot(label="Embedding map")
+                emb_map.render()
                 query_spec = gr.Plot(label="Query: spectrogram and attention")
+            identify_btn.click(demo.identify, [session, query, threshold, top_k],
+                               [ident_text, ranking, classes, emb_map, query_spec], api_name="identify")
 
         with gr.Tab("Inspect"):
             inspect_in = _audio("Clip")
             inspect_btn = gr.Button("Inspect", variant="primary")
             inspect_text = gr.Markdown(elem_id="inspect-result")
             inspect_fig = gr.Plot(label="Log-mel spectrogram, attention-pooling weights, speech regions")
+            inspect_btn.click(demo.inspect, [session, inspect_in], [inspect_fig, inspect_text], api_name="inspect")
 
         with gr.Tab("Model"):
             card = gr.Markdown(read_model_card(demo.models.choices[default]))
 
-        gallery_outputs = [session, table, emb_map]
-        verify_btn.click(lambda s, a, b, t: demo.verify(s.model, a, b, t), [session, clip_a, clip_b, threshold],
-                         [spec_a, spec_b, verdict, dist, score], api_name="verify")
-        threshold.change(lambda s, sc, t: demo.verdict(s.model, sc, t), [session, score, threshold],
-                         [verdict, dist], api_name=False, show_progress="hidden")
-        enroll_btn.click(lambda s, n, m, f: demo.enroll(s, n, [m, *(f or [])]), [session, name, enroll_mic, enroll_files],
-                         [*gallery_outputs, enroll_msg], api_name="enroll").success(
-            lambda: (None, None), None, [enroll_mic, enroll_files], api_name=False, show_progress="hidden")
-        remove_btn.click(demo.remove, [session, remove_name], [*gallery_outputs, enroll_msg], api_name="remove")
-        export_btn.click(demo.export, [session], [export_file], api_name="export_gallery")
-        import_file.upload(demo.load, [session, import_file], [*gallery_outputs, enroll_msg], api_name="import_gallery")
-        identify_btn.click(demo.identify, [session, query, threshold, top_k],
-                           [ident_text, ranking, classes, emb_map, query_spec], api_name="identify")
-        inspect_btn.click(lambda s, c: demo.inspect(s.model, c), [session, inspect_in], [inspect_fig, inspect_text],
-                          api_name="inspect")
         model.change(demo.switch_model, [session, model], [session, threshold, card, table, emb_map], api_name=False)
-        blocks.load(lambda s: (gallery_table(demo.gallery_of(s)), embedding_map_figure(demo.gallery_of(s))),
-                    [session], [table, emb_map], api_name=False)
+        blocks.load(demo.gallery_view, [session], [table, emb_map], api_name=False)
     return blocks

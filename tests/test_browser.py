@@ -327,7 +327,8 @@ def test_microphone_recording(page, speech_clips, tmp_path):
     assert match, text
     speech, total = map(float, match.groups())
     assert 0.5 <= speech <= total and RECORD_SECONDS - 1 <= total <= RECORD_SECONDS + 3
-    figure = component(page, "Log-mel spectrogram, attention-pooling weights, speech regions").locator(".js-plotly-plot")
+    inspect_plot = component(page, "Log-mel spectrogram, attention-pooling weights, speech regions")
+    figure = inspect_plot.locator(".js-plotly-plot")
     expect(figure).to_be_visible()
     expect(figure).to_contain_text("time (s)")
     shot(page, tmp_path, "9-inspected-recording")

@@ -31,22 +31,24 @@ import signal
 import struct
 import time
 from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import gradio as gr
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
+from conftest import tiny_encoder, voiced
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import speakerdemo.audio as audio_module
+from speakerdemo.app_state import Models
 from speakerdemo.audio import MAX_SECONDS, AudioError, load_audio
 from speakerdemo.encoder import SpeakerEncoder
-from speakerdemo.ui import Demo, Models
+from speakerdemo.ui import Demo, Session
 
 SR = 16000
 SCALE = float(os.environ.get("FUZZ_SCALE", "1"))
@@ -146,16 +148,10 @@ def outcome(call: Callable[[], Any], tally: Tally, refusal: type[Exception] = Au
 
 
 # ----------------------------------------------------------------------------- arrays
-def voiced(n: int, sample_rate: float, rng: np.random.Generator) -> np.ndarray:
-    """Harmonics of a 100-250 Hz pitch under two formants, with a 4 Hz syllable contour."""
-    t = np.arange(n) / sample_rate
+def voice(n: int, sample_rate: float, rng: np.random.Generator) -> np.ndarray:
+    """conftest's ``voiced``, ``n`` samples long at a 100-250 Hz pitch drawn from ``rng``: float64, peak 1."""
     f0 = rng.uniform(100, 250)
-    wav = np.zeros(n)
-    for k in range(1, int(min(3800.0, sample_rate / 2 - 1) / f0) + 1):
-        wav += (1 / k) * (1.0 + 2 * np.exp(-(((k * f0 - 700) / 200) ** 2))) * np.sin(2 * np.pi * k * f0 * t)
-    wav *= 0.6 + 0.4 * np.sin(2 * np.pi * 4 * t)
-    peak = np.abs(wav).max() if n else 1.0
-    return wav / (peak or 1.0)
+    return voiced(n / sample_rate, f0=f0, sample_rate=sample_rate, peak=1.0, seed=rng).astype(np.float64)
 
 
 def _signal(content: str, n: int, channels: int, sample_rate: float, rng: np.random.Generator) -> np.ndarray:
@@ -167,9 +163,9 @@ def _signal(content: str, n: int, channels: int, sample_rate: float, rng: np.ran
     elif content == "noise":
         x = rng.standard_normal((n, channels)) * rng.uniform(0.01, 0.5)
     elif content == "quiet":
-        x = voiced(n, sample_rate, rng)[:, None].repeat(channels, 1) * 10 ** rng.uniform(-6, -2)
+        x = voice(n, sample_rate, rng)[:, None].repeat(channels, 1) * 10 ** rng.uniform(-6, -2)
     else:
-        x = voiced(n, sample_rate, rng)[:, None] * rng.uniform(0.3, 0.9, channels)
+        x = voice(n, sample_rate, rng)[:, None] * rng.uniform(0.3, 0.9, channels)
         if content == "clipped":
             x = np.clip(x * rng.uniform(3, 30), -1, 1)
         elif content == "huge":
@@ -304,7 +300,7 @@ def test_over_long_arrays_are_refused_from_their_shape_before_resampling() -> No
     cases = [
         ("The clip is 600.0 s long", (192000, np.broadcast_to(np.int32(7), (600 * 192000, 8)))),
         ("The clip is 600.0 s long", (192000, np.broadcast_to(np.float64(0.1), (8, 600 * 192000)))),
-        ("The clip is 61.0 s long", (4000, voiced(61 * 4000, 4000, np.random.default_rng(0)).astype(np.float32))),
+        ("The clip is 61.0 s long", (4000, voice(61 * 4000, 4000, np.random.default_rng(0)).astype(np.float32))),
     ]
     for words, source in cases:
         start = time.perf_counter()
@@ -315,8 +311,7 @@ def test_over_long_arrays_are_refused_from_their_shape_before_resampling() -> No
 
 @pytest.fixture(scope="module")
 def small_encoder() -> SpeakerEncoder:
-    torch.manual_seed(0)
-    return SpeakerEncoder(encoder={"name": "ecapa_tdnn", "channels": 32}).eval()
+    return tiny_encoder(32)
 
 
 def check_embedding(encoder: SpeakerEncoder, emb: Any) -> None:
@@ -366,7 +361,7 @@ def test_embed_of_speech_shorter_than_the_pooling_collar(small_encoder: SpeakerE
     ``np.convolve(mode="same")``, which returns as many entries as the 61-frame kernel when the clip
     has fewer frames, so speech clips under 0.6 s crashed with an IndexError."""
     rng = np.random.default_rng(1)
-    wav = (0.5 * voiced(int(seconds * SR), SR, rng)).astype(np.float32)
+    wav = (0.5 * voice(int(seconds * SR), SR, rng)).astype(np.float32)
     emb = small_encoder.embed(wav, SR, min_speech_seconds=0.0)
     check_embedding(small_encoder, emb)
     assert emb.attention.shape == emb.speech_mask.shape == (1 + len(wav) // 160,)
@@ -381,7 +376,7 @@ def demo(app_checkpoint: Path) -> Demo:
 @pytest.fixture(scope="module")
 def good_clip() -> tuple[int, np.ndarray]:
     rng = np.random.default_rng(7)
-    return SR, (0.5 * voiced(3 * SR, SR, rng)).astype(np.float32)
+    return SR, (0.5 * voice(3 * SR, SR, rng)).astype(np.float32)
 
 
 def check_verify(result: tuple) -> None:
@@ -392,20 +387,20 @@ def check_verify(result: tuple) -> None:
 
 def test_app_handlers_never_fail_on_random_arrays(demo: Demo, good_clip: tuple, capsys: pytest.CaptureFixture) -> None:
     tally = Tally("Demo.inspect / Demo.verify on random arrays", Counter())
-    model = demo.models.default
+    session = Session(demo.models.default)
 
     @fuzz_settings(150, deadline_s=30)
     @given(case=array_cases(max_accepted_seconds=25.0), handler=st.sampled_from(["inspect", "verify A", "verify B"]))
     def check(case: ArrayCase, handler: str) -> None:
         clip = (case.sample_rate, case.array)
         if handler == "inspect":
-            got = outcome(lambda: demo.inspect(model, clip), tally, gr.Error)
+            got = outcome(lambda: demo.inspect(session, clip), tally, gr.Error)
             if got.message is None:
                 fig, report = got.result
                 assert isinstance(report, str) and "s of speech" in report
         else:
             pair = (clip, good_clip) if handler == "verify A" else (good_clip, clip)
-            got = outcome(lambda: demo.verify(model, *pair, 0.5), tally, gr.Error)
+            got = outcome(lambda: demo.verify(session, *pair, 0.5), tally, gr.Error)
             if got.message is None:
                 check_verify(got.result)
         must = expected_refusal(case)
@@ -542,7 +537,7 @@ def test_app_handlers_never_fail_on_damaged_files(demo: Demo, encoded_pool: list
     """What Gradio hands the handlers for an upload: a file path. ``embed`` also gets the bytes."""
     tally = Tally("Demo.inspect / Demo.verify / embed on damaged files", Counter())
     folder = tmp_path_factory.mktemp("uploads")
-    model = demo.models.default
+    session = Session(demo.models.default)
 
     @fuzz_settings(150, deadline_s=30)
     @given(case=damaged_files(encoded_pool), handler=st.sampled_from(["inspect", "verify", "embed bytes"]))
@@ -555,9 +550,9 @@ def test_app_handlers_never_fail_on_damaged_files(demo: Demo, encoded_pool: list
             if got.message is None:
                 check_embedding(small_encoder, got.result)
         elif handler == "inspect":
-            got = outcome(lambda: demo.inspect(model, str(path)), tally, gr.Error)
+            got = outcome(lambda: demo.inspect(session, str(path)), tally, gr.Error)
         else:
-            got = outcome(lambda: demo.verify(model, good_clip, str(path), 0.5), tally, gr.Error)
+            got = outcome(lambda: demo.verify(session, good_clip, str(path), 0.5), tally, gr.Error)
             if got.message is None:
                 check_verify(got.result)
         if got.message is None:

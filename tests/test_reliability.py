@@ -24,25 +24,33 @@ import struct
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import gradio as gr
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from conftest import voiced, write_voices
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from benchmarks.load_test import voiced
 import speakerdemo.audio as audio_module
+from speakerdemo.app_state import Models, SharedGallery
 from speakerdemo.audio import AudioError, load_audio
 from speakerdemo.encoder import CheckpointError, SpeakerEncoder
 from speakerdemo.gallery import Gallery, GalleryError
-from speakerdemo.ui import Demo, Models, Session, SharedGallery
+from speakerdemo.ui import Demo, Session
 from train.data import (
-    AudioStore, DataError, folder_source, manifest_source, read_trials, safe_path, voxceleb_list_source,
+    AudioStore,
+    DataError,
+    folder_source,
+    manifest_source,
+    read_trials,
+    safe_path,
+    voxceleb_list_source,
 )
 from train.hw4 import load_hw4
 from train.loop import StateError, _restore
@@ -165,7 +173,8 @@ def test_damaged_gallery_is_refused_or_loads_valid(flips: list[tuple[int, int]])
         assert name == name.strip() and 0 < len(name) <= 64
 
 
-def test_nothing_is_ever_unpickled(trap: tuple[PickleTrap, Path], tmp_path: Path, demo: Demo) -> None:
+def test_nothing_is_ever_unpickled(trap: tuple[PickleTrap, Path], tmp_path: Path, demo: Demo,
+                                   tiny_checkpoint: Callable[..., Path]) -> None:
     """A pickle (plain or torch's zip format) wherever the project reads a file: galleries (file,
     upload in the app, persistent gallery at start-up), checkpoints (weights, config, a stray
     pytorch_model.bin) and training states. Every one is refused with a message; the trap never fires."""
@@ -182,8 +191,7 @@ def test_nothing_is_ever_unpickled(trap: tuple[PickleTrap, Path], tmp_path: Path
         with pytest.raises(GalleryError):
             SharedGallery(path)
 
-    good = tmp_path / "good"
-    SpeakerEncoder(encoder={"name": "ecapa_tdnn", "channels": 16}).save_pretrained(good)
+    good = tiny_checkpoint()
     for kind, payload in payloads.items():
         weights = tmp_path / f"weights-{kind}"
         shutil.copytree(good, weights)
@@ -215,12 +223,11 @@ def test_nothing_is_ever_unpickled(trap: tuple[PickleTrap, Path], tmp_path: Path
     assert not marker.exists()
 
 
-def test_damaged_checkpoints_are_refused_with_a_checkpoint_error(tmp_path: Path) -> None:
+def test_damaged_checkpoints_are_refused_with_a_checkpoint_error(tmp_path: Path,
+                                                                 tiny_checkpoint: Callable[..., Path]) -> None:
     """Truncated weights (inside the header and inside the data), a tensor of the wrong shape, an
     extra tensor, and config.json files that are not what they claim: one clear CheckpointError each."""
-    good = tmp_path / "good"
-    torch.manual_seed(0)
-    SpeakerEncoder(encoder={"name": "ecapa_tdnn", "channels": 16}).save_pretrained(good)
+    good = tiny_checkpoint()
     weights = (good / "model.safetensors").read_bytes()
     config = json.loads((good / "config.json").read_text())
     folder = tmp_path / "bad"
@@ -237,7 +244,8 @@ def test_damaged_checkpoints_are_refused_with_a_checkpoint_error(tmp_path: Path)
     cuts = sorted({0, 1, 7, 8, 9, header_end // 2, header_end - 1, header_end, header_end + 1, len(weights) - 1,
                    *np.linspace(header_end, len(weights) - 1, 12).astype(int).tolist()})
     for cut in cuts:
-        refused(lambda f: (f / "model.safetensors").write_bytes(weights[:cut]), "not a readable safetensors file")
+        refused(lambda f, cut=cut: (f / "model.safetensors").write_bytes(weights[:cut]),
+                "not a readable safetensors file")
 
     from safetensors.torch import load_file, save_file
 
@@ -251,7 +259,7 @@ def test_damaged_checkpoints_are_refused_with_a_checkpoint_error(tmp_path: Path)
                 {**config, "encoder": {"name": "ecapa_tdnn", "channels": -16}},
                 {**config, "frontend": {"n_mels": "80"}}, {**config, "calibration": {"threshold": 0.5}},
                 {**config, "window_seconds": "long"}, {**config, "head": {"name": "softmax"}}):
-        refused(lambda f: (f / "config.json").write_text(json.dumps(bad)), "config.json|classes")
+        refused(lambda f, bad=bad: (f / "config.json").write_text(json.dumps(bad)), "config.json|classes")
     refused(lambda f: (f / "config.json").write_bytes(b"\xff\xfe{}"), "does not describe a speakerdemo model")
 
 
@@ -314,7 +322,7 @@ def test_every_list_format_refuses_entries_that_leave_the_root(data_root: Path, 
                "trial list": lambda: read_trials(trials, data_root), "hw4 metadata": lambda: load_hw4(hw4)}
     if " " in entry:  # the whitespace-separated lists cannot even hold it
         readers = {"manifest": readers["manifest"], "hw4 metadata": readers["hw4 metadata"]}
-    for name, read in readers.items():
+    for read in readers.values():
         with pytest.raises(DataError, match="outside the data root|cannot be resolved"):
             read()
 
@@ -328,7 +336,7 @@ def test_folder_source_never_reads_through_links_that_leave_the_root(data_root: 
     for u in utts:
         if u.path != "spk/ok.wav":
             with pytest.raises(DataError):
-                u.file
+                _ = u.file
 
 
 # ============================================================================ crash safety: training
@@ -371,25 +379,12 @@ loop.atomic_write = atomic_write
 from train.__main__ import main
 sys.exit(main(sys.argv[1:]))
 """
-VOICES = {"alice": (110.0, 600.0), "bob": (180.0, 1600.0), "carol": (290.0, 2800.0)}
 STEPS, EVERY = 90, 3
 # (how, KILL_AT): injected kills die inside the process at the AT-th state save since it started;
 # "tmp" kills from outside as soon as a new temporary state file appears; "random" at a random
 # moment after the process has saved a state.
 KILL_PLAN = [("random", 0), ("mid-write", 2), ("tmp", 0), ("before-rename", 2), ("after-rename", 1),
              ("random", 0), ("mid-write", 1)]
-
-
-def write_voices(root: Path, clips: int = 6, seconds: float = 1.0) -> None:
-    rng = np.random.default_rng(0)
-    t = np.arange(int(seconds * SR)) / SR
-    for speaker, (f0, formant) in VOICES.items():
-        for i in range(clips):
-            wav = sum((np.exp(-0.5 * ((k * f0 - formant) / 250.0) ** 2) + 0.05) * np.sin(2 * np.pi * k * f0 * t +
-                      rng.uniform(0, 6)) for k in range(1, int(4000 / f0)))
-            wav = wav * (0.55 + 0.45 * np.sin(2 * np.pi * 4 * t)) + 0.01 * rng.standard_normal(len(t))
-            (root / speaker).mkdir(parents=True, exist_ok=True)
-            sf.write(root / speaker / f"c{i}.wav", (0.5 * wav / np.abs(wav).max()).astype(np.float32), SR)
 
 
 def fit_args(run_dir: Path, data: Path) -> list[str]:
@@ -446,7 +441,7 @@ def test_training_resumes_exactly_after_repeated_sigkills(tmp_path: Path, capsys
     file appears: every time state.pt loads, holds the last complete checkpoint, and the resumed
     run picks up there. The finished run matches an uninterrupted one step for step."""
     data = tmp_path / "data"
-    write_voices(data)
+    write_voices(data, sessions=False)
     reference, victim = tmp_path / "reference", tmp_path / "victim"
     ref = subprocess.Popen([PYTHON, "-m", "train", *fit_args(reference, data)], cwd=REPO, env=subprocess_env(),
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -466,12 +461,12 @@ def test_training_resumes_exactly_after_repeated_sigkills(tmp_path: Path, capsys
                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
             if how in ("random", "tmp"):
                 if how == "random":  # wait for this process' first save, then a random moment more
-                    seen = _wait(lambda: _safe(lambda: state_step(victim) not in (None, start_step)), proc, 240,
+                    seen = _wait(lambda s=start_step: _safe(lambda: state_step(victim) not in (None, s)), proc, 240,
                                  poll=0.02)
                     time.sleep(rng.uniform(0.0, 0.4))
                 else:
                     seen = (_wait(lambda: (victim / "config.yaml").exists(), proc, 240, poll=0.02) and
-                            _wait(lambda: bool(temp_states(victim) - before), proc, 240, poll=0.0002))
+                            _wait(lambda b=before: bool(temp_states(victim) - b), proc, 240, poll=0.0002))
                 assert seen, f"{how}: no new state was written (exit {proc.poll()}): {_stderr(proc)}"
                 proc.send_signal(signal.SIGKILL)
             try:
@@ -549,7 +544,7 @@ ZYGOTE = r"""
 import os, sys
 from pathlib import Path
 import numpy as np
-from speakerdemo.ui import SharedGallery  # imported once; every writer is a fork of this process
+from speakerdemo.app_state import SharedGallery  # imported once; every writer is a fork of this process
 
 path, dim, clips, keep = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 
@@ -694,9 +689,9 @@ def test_200_mb_upload_is_refused_from_its_size_alone(tmp_path: Path, demo: Demo
     with pytest.raises(AudioError, match="'big.wav' is 200.0 MB; the limit is 50 MB"):
         load_audio(big)
     with pytest.raises(gr.Error, match="200.0 MB; the limit is 50 MB"):
-        demo.inspect(demo.models.default, str(big))
+        demo.inspect(Session(demo.models.default), str(big))
     with pytest.raises(gr.Error, match="200.0 MB"):
-        demo.verify(demo.models.default, (SR, voiced(2.0)), str(big), 0.5)
+        demo.verify(Session(demo.models.default), (SR, voiced(2.0)), str(big), 0.5)
     gallery = tmp_path / "big.safetensors"
     with open(gallery, "wb") as f:
         f.truncate(200 * 2**20)
@@ -726,7 +721,7 @@ def test_over_long_clip_is_refused_from_its_header_in_every_container(kind: str,
         with pytest.raises(AudioError, match=words):
             load_audio(source)
     with pytest.raises(gr.Error, match=words):
-        demo.inspect(demo.models.default, str(path))
+        demo.inspect(Session(demo.models.default), str(path))
     assert calls == [] and time.perf_counter() - start < 2.0
 
 

@@ -19,12 +19,13 @@ import pytest
 import soundfile as sf
 import soxr
 
+from speakerdemo.app_state import Models, SharedGallery
 from speakerdemo.audio import AudioError
 from speakerdemo.encoder import SPEECH_COLLAR_SECONDS
 from speakerdemo.gallery import Gallery
 from speakerdemo.plots import MAX_PLOT_FRAMES, NONTARGET_COLOUR, SPEECH_FILL, TARGET_COLOUR
-from speakerdemo.scoring import Calibration
-from speakerdemo.ui import Demo, Models, Session, SharedGallery
+from speakerdemo.scoring import Calibration, cosine
+from speakerdemo.ui import Demo, Session, build_demo
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SR = 16000
@@ -44,6 +45,12 @@ def demo(models: Models) -> Demo:
 @pytest.fixture(scope="module")
 def model(models: Models) -> str:
     return models.default
+
+
+@pytest.fixture(scope="module")
+def session(model: str) -> Session:
+    """A fresh session on the default model (handlers never change the session they are given)."""
+    return Session(model)
 
 
 @pytest.fixture(scope="module")
@@ -83,17 +90,13 @@ def duration(path: Path) -> float:
     return sf.info(path).duration
 
 
-def cosine(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b)))
-
-
 # ---------------------------------------------------------------------- verify
-def test_same_speaker_scores_higher_than_different_speakers(demo, model, speech_clips):
+def test_same_speaker_scores_higher_than_different_speakers(demo, session, speech_clips):
     """Several pairs each way, compared by their means (single pairs can be flaky)."""
     clips = {s: c[:3] for s, c in speech_clips.items()}
-    same = [demo.verify(model, a, b, 0.5)[-1]
+    same = [demo.verify(session, a, b, 0.5)[-1]
             for c in clips.values() for a, b in itertools.combinations(c, 2)]
-    different = [demo.verify(model, clips[s][i], clips[t][i], 0.5)[-1]
+    different = [demo.verify(session, clips[s][i], clips[t][i], 0.5)[-1]
                  for s, t in itertools.combinations(clips, 2) for i in range(3)]
     assert len(same) == 9 and len(different) == 9
     assert all(-1.0 <= x <= 1.0 for x in same + different)
@@ -101,16 +104,17 @@ def test_same_speaker_scores_higher_than_different_speakers(demo, model, speech_
     assert np.mean(same) > np.mean(different) + 0.05
     # The two speakers of different gender are the clearest case: same pairs beat every cross pair on average.
     s1, s2 = list(clips)[:2]
-    clear_same = [demo.verify(model, clips[s][0], clips[s][1], 0.5)[-1] for s in (s1, s2)]
-    clear_diff = [demo.verify(model, clips[s1][i], clips[s2][j], 0.5)[-1] for i in (0, 1) for j in (0, 1)]
+    clear_same = [demo.verify(session, clips[s][0], clips[s][1], 0.5)[-1] for s in (s1, s2)]
+    clear_diff = [demo.verify(session, clips[s1][i], clips[s2][j], 0.5)[-1] for i in (0, 1) for j in (0, 1)]
     assert np.mean(clear_same) > max(clear_diff)
 
 
-def test_verdict_states_score_threshold_and_calibrated_error_rates(demo, model, encoder, calibration, speech_clips, spk):
+def test_verdict_states_score_threshold_and_calibrated_error_rates(demo, session, encoder, calibration, speech_clips,
+                                                                   spk):
     a, b = speech_clips[spk[0]][:2]
     threshold = encoder.threshold
     assert threshold == calibration.threshold
-    *_, text, _, score = demo.verify(model, a, b, threshold)
+    *_, text, _, score = demo.verify(session, a, b, threshold)
     far, frr = calibration.rates_at(threshold)
     assert f"**{score:.3f}**" in text
     assert f"**{threshold:.3f}**" in text
@@ -121,20 +125,20 @@ def test_verdict_states_score_threshold_and_calibrated_error_rates(demo, model, 
     assert ("Different speakers" in text) == (score < threshold)
 
 
-def test_verdict_moves_with_the_threshold_without_calling_the_model(demo, model, encoder, calibration,
-                                                                     speech_clips, spk, monkeypatch):
-    *_, score = demo.verify(model, speech_clips[spk[0]][0], speech_clips[spk[1]][0], 0.0)
+def test_verdict_moves_with_the_threshold_without_calling_the_model(demo, session, encoder, calibration, speech_clips,
+                                                                    spk, monkeypatch):
+    *_, score = demo.verify(session, speech_clips[spk[0]][0], speech_clips[spk[1]][0], 0.0)
 
     def no_model_calls(*args, **kwargs):
         raise AssertionError("the model was called")
 
     monkeypatch.setattr(encoder, "embed_batch", no_model_calls)
     with pytest.raises(AssertionError, match="the model was called"):  # the patch is effective
-        demo.verify(model, speech_clips[spk[0]][0], speech_clips[spk[1]][0], 0.0)
+        demo.verify(session, speech_clips[spk[0]][0], speech_clips[spk[1]][0], 0.0)
 
     low, high = score - 0.1, score + 0.1
-    accept, dist_low = demo.verdict(model, score, low)
-    reject, dist_high = demo.verdict(model, score, high)
+    accept, dist_low = demo.verdict(session, score, low)
+    reject, dist_high = demo.verdict(session, score, high)
     assert "Same speaker" in accept and "Different speakers" not in accept
     assert "Different speakers" in reject and "Same speaker" not in reject
     for text, t in ((accept, low), (reject, high)):
@@ -144,13 +148,26 @@ def test_verdict_moves_with_the_threshold_without_calling_the_model(demo, model,
     for dist, t in ((dist_low, low), (dist_high, high)):
         lines = [s.x0 for s in dist.layout.shapes if s.type == "line"]
         assert lines == pytest.approx([t, score])
-    prompt, _ = demo.verdict(model, None, 0.3)  # before any Verify: a prompt, no decision
+    prompt, _ = demo.verdict(session, None, 0.3)  # before any Verify: a prompt, no decision
     assert "press **Verify**" in prompt and "speaker" not in prompt.lower()
 
 
-def test_verdict_of_an_uncalibrated_checkpoint_says_so(demo, model, encoder, monkeypatch):
+def test_a_request_fetches_its_encoder_once(models, model, speech_clips, spk, monkeypatch):
+    """Verify (embed, score, verdict) and identify (embed, classify) each ask the registry once."""
+    demo = Demo(models)
+    session = demo.enroll(Session(model), spk[0], None, speech_clips[spk[0]][:1])[0]
+    fetched = []
+    real = models.get
+    monkeypatch.setattr(models, "get", lambda name: fetched.append(name) or real(name))
+    demo.verify(session, speech_clips[spk[0]][1], speech_clips[spk[1]][0], 0.5)
+    assert fetched == [model]
+    demo.identify(session, speech_clips[spk[0]][1], 0.5, 5)
+    assert fetched == [model, model]
+
+
+def test_verdict_of_an_uncalibrated_checkpoint_says_so(demo, session, encoder, monkeypatch):
     monkeypatch.setattr(encoder, "calibration", None)
-    text, dist = demo.verdict(model, 0.42, 0.5)
+    text, dist = demo.verdict(session, 0.42, 0.5)
     assert "Different speakers" in text and "**0.420**" in text
     assert "no calibration" in text
     assert not [t for t in dist.data if t.type == "bar"]
@@ -159,11 +176,11 @@ def test_verdict_of_an_uncalibrated_checkpoint_says_so(demo, model, encoder, mon
     assert -1.1 <= lo <= -0.9 and 0.9 <= hi <= 1.1
 
 
-def test_spectrogram_figure_shows_seconds_attention_and_speech_regions(demo, model, speech_clips, spk):
+def test_spectrogram_figure_shows_seconds_attention_and_speech_regions(demo, session, speech_clips, spk):
     a, b = speech_clips[spk[0]][:2]
-    fig_a, fig_b, *_ = demo.verify(model, a, b, 0.5)
+    fig_a, fig_b, *_ = demo.verify(session, a, b, 0.5)
     for fig, clip in ((fig_a, a), (fig_b, b)):
-        emb = demo.embed(model, [clip])[0]
+        emb = demo.embed(session, [clip])[0]
         heatmap, attention = fig.data[0], fig.data[1]
         assert heatmap.type == "heatmap" and attention.type == "scatter"
         x = np.asarray(heatmap.x, dtype=float)
@@ -188,10 +205,10 @@ def test_spectrogram_figure_shows_seconds_attention_and_speech_regions(demo, mod
     assert fig_a.layout.title.text.startswith("Clip A") and fig_b.layout.title.text.startswith("Clip B")
 
 
-def test_long_clips_are_decimated_for_the_browser(demo, model, speech_clips, spk):
+def test_long_clips_are_decimated_for_the_browser(demo, session, speech_clips, spk):
     parts = [read(p)[0] for p in speech_clips[spk[0]]]
     wav = np.concatenate(parts)  # > 15 s: more frames than the browser gets
-    fig, report = demo.inspect(model, (SR, wav))
+    fig, report = demo.inspect(session, (SR, wav))
     x = np.asarray(fig.data[0].x, dtype=float)
     assert len(wav) / SR > MAX_PLOT_FRAMES * 0.01 and len(x) <= MAX_PLOT_FRAMES
     step = x[1] - x[0]
@@ -200,9 +217,9 @@ def test_long_clips_are_decimated_for_the_browser(demo, model, speech_clips, spk
     assert "s of speech" in report
 
 
-def test_distribution_figure_has_both_histograms_and_the_score(demo, model, calibration, speech_clips, spk):
+def test_distribution_figure_has_both_histograms_and_the_score(demo, session, calibration, speech_clips, spk):
     a, b = speech_clips[spk[0]][:2]
-    *_, dist, score = demo.verify(model, a, b, calibration.threshold)
+    *_, dist, score = demo.verify(session, a, b, calibration.threshold)
     bars = {t.name: t for t in dist.data if t.type == "bar"}
     assert set(bars) == {"same speaker", "different speakers"}
     assert bars["same speaker"].marker.color == TARGET_COLOUR
@@ -217,13 +234,13 @@ def test_distribution_figure_has_both_histograms_and_the_score(demo, model, cali
 # ---------------------------------------------------------------------- enroll / identify
 def _enrolled(demo: Demo, model: str, speech_clips, spk) -> Session:
     """Speaker 1 enrolled from two paths, speaker 2 from two (sr, int16) tuples, as a microphone gives."""
-    session, table, _, note = demo.enroll(Session(model), spk[0], speech_clips[spk[0]][:2])
+    session, table, _, note = demo.enroll(Session(model), spk[0], None, speech_clips[spk[0]][:2])
     assert table == [[spk[0], 2]] and f"Enrolled **{spk[0]}** with 2 clip(s)." in note
     mic = []
     for path in speech_clips[spk[1]][:2]:
         data, sr = sf.read(path, dtype="int16")
         mic.append((sr, data))
-    session, table, emb_map, note = demo.enroll(session, f"  {spk[1]} ", mic)
+    session, table, emb_map, note = demo.enroll(session, f"  {spk[1]} ", mic[0], mic[1:])
     assert table == [[spk[0], 2], [spk[1], 2]] and f"Enrolled **{spk[1]}**" in note
     assert [t.name for t in emb_map.data] == [spk[0], spk[1]]
     return session
@@ -300,7 +317,8 @@ def test_load_refuses_bad_gallery_files(demo, model, encoder, speech_clips, spk,
     wrong_dim.save(tmp_path / "wrong.safetensors")
     with pytest.raises(gr.Error) as excinfo:
         demo.load(Session(model), str(tmp_path / "wrong.safetensors"))
-    assert f"{encoder.model.embed_dim + 1}-d embeddings; this model makes {encoder.model.embed_dim}-d" in message(excinfo)
+    dim = encoder.model.embed_dim
+    assert f"{dim + 1}-d embeddings; this model makes {dim}-d" in message(excinfo)
 
     with pytest.raises(gr.Error) as excinfo:
         demo.load(Session(model), None)
@@ -311,22 +329,22 @@ def test_enroll_refuses_a_missing_name_or_clip(demo, model, speech_clips, spk):
     clip = speech_clips[spk[0]][0]
     for name in ("", "   ", None):
         with pytest.raises(gr.Error) as excinfo:
-            demo.enroll(Session(model), name, [clip])
+            demo.enroll(Session(model), name, None, [clip])
         assert message(excinfo) == "Give the speaker a name."
     for clips in ([], [None], None):
         with pytest.raises(gr.Error) as excinfo:
-            demo.enroll(Session(model), "alice", clips)
+            demo.enroll(Session(model), "alice", None, clips)
         assert message(excinfo) == "Record or upload at least one clip of the speaker."
     with pytest.raises(gr.Error) as excinfo:
-        demo.enroll(Session(model), "Unknown", [clip])
+        demo.enroll(Session(model), "Unknown", None, [clip])
     assert "reserved" in message(excinfo)
 
 
 # ---------------------------------------------------------------------- sessions
 def test_sessions_are_isolated(demo, model, speech_clips, spk):
     start = Session(model)
-    one, table_one, *_ = demo.enroll(start, spk[0], speech_clips[spk[0]][:2])
-    two, table_two, *_ = demo.enroll(Session(model), spk[1], speech_clips[spk[1]][:2])
+    one, table_one, *_ = demo.enroll(start, spk[0], None, speech_clips[spk[0]][:2])
+    two, table_two, *_ = demo.enroll(Session(model), spk[1], None, speech_clips[spk[1]][:2])
     assert table_one == [[spk[0], 2]] and table_two == [[spk[1], 2]]
     assert demo.gallery_of(one).names() == [spk[0]]
     assert demo.gallery_of(two).names() == [spk[1]]
@@ -340,8 +358,8 @@ def test_shared_gallery_is_seen_by_every_session_and_persisted(models, model, sp
     path = tmp_path / "g.safetensors"
     demo = Demo(models, SharedGallery(path))
     one, two = Session(model), Session(model)
-    demo.enroll(one, spk[0], speech_clips[spk[0]][:2])
-    _, table, *_ = demo.enroll(two, spk[1], speech_clips[spk[1]][:1])
+    demo.enroll(one, spk[0], None, speech_clips[spk[0]][:2])
+    _, table, *_ = demo.enroll(two, spk[1], None, speech_clips[spk[1]][:1])
     expected = [[spk[0], 2], [spk[1], 1]]
     assert table == expected
     for session in (one, two, Session(model)):
@@ -382,17 +400,17 @@ def _bad_clip(kind: str, real: Path, tmp_path: Path):
     ("NaN samples", "NaN or infinite values"),
     ("too long", "The clip is 61.0 s long; the limit is 60 s."),
 ])
-def test_bad_input_becomes_a_gr_error_with_the_reason(demo, model, encoder, speech_clips, spk, tmp_path, kind, words):
+def test_bad_input_becomes_a_gr_error_with_the_reason(demo, session, encoder, speech_clips, spk, tmp_path, kind, words):
     clip = _bad_clip(kind, speech_clips[spk[0]][0], tmp_path)
     with pytest.raises(AudioError) as reason:
         encoder.embed_batch([clip], max_seconds=demo.max_seconds)
     with pytest.raises(gr.Error) as excinfo:
-        demo.inspect(model, clip)
+        demo.inspect(session, clip)
     assert message(excinfo) == str(reason.value)
     assert words in message(excinfo)
     # In a pair, the message says which clip was bad.
     with pytest.raises(gr.Error) as excinfo:
-        demo.verify(model, speech_clips[spk[0]][1], clip, 0.5)
+        demo.verify(session, speech_clips[spk[0]][1], clip, 0.5)
     assert message(excinfo) == f"Clip B: {reason.value}"
 
 
@@ -401,16 +419,16 @@ def test_clip_over_max_seconds(models, model, speech_clips, spk):
     assert duration(long_clip) > 5
     strict = Demo(models, max_seconds=5.0)
     with pytest.raises(gr.Error) as excinfo:
-        strict.inspect(model, long_clip)
+        strict.inspect(Session(model), long_clip)
     assert message(excinfo) == f"The clip is {duration(long_clip):.1f} s long; the limit is 5 s."
     with pytest.raises(gr.Error) as excinfo:
-        strict.enroll(Session(model), "x", [long_clip])
+        strict.enroll(Session(model), "x", None, [long_clip])
     assert "the limit is 5 s" in message(excinfo)
 
 
-def test_missing_clip(demo, model, speech_clips, spk):
+def test_missing_clip(demo, session, speech_clips, spk):
     with pytest.raises(gr.Error) as excinfo:
-        demo.verify(model, speech_clips[spk[0]][0], None, 0.5)
+        demo.verify(session, speech_clips[spk[0]][0], None, 0.5)
     assert message(excinfo) == "Please record or upload a clip first."
 
 
@@ -432,12 +450,12 @@ def _good_clip(kind: str, real: Path, tmp_path: Path):
 
 
 @pytest.mark.parametrize("kind", ["48 kHz stereo int16 tuple", "8 kHz wav", "mp3", "ogg", "flac"])
-def test_other_formats_work(demo, model, speech_clips, spk, tmp_path, kind):
+def test_other_formats_work(demo, session, speech_clips, spk, tmp_path, kind):
     real = speech_clips[spk[0]][0]
     clip = _good_clip(kind, real, tmp_path)
-    fig, report = demo.inspect(model, clip)
+    fig, report = demo.inspect(session, clip)
     assert fig.data[0].type == "heatmap" and "s of speech" in report
-    emb, original = demo.embed(model, [clip, real])
+    emb, original = demo.embed(session, [clip, real])
     assert emb.duration_seconds == pytest.approx(original.duration_seconds, abs=0.1)
     assert emb.speech_seconds == pytest.approx(original.speech_seconds, abs=0.5)
     if kind != "8 kHz wav":  # same audio, other container or rate: (nearly) the same embedding
@@ -445,21 +463,31 @@ def test_other_formats_work(demo, model, speech_clips, spk, tmp_path, kind):
 
 
 # ---------------------------------------------------------------------- warnings
-def test_mostly_silent_and_clipped_clips_are_flagged(demo, model, speech_clips, spk):
+def test_mostly_silent_and_clipped_clips_are_flagged(demo, session, speech_clips, spk):
     wav, _ = read(speech_clips[spk[0]][0])
-    _, clean = demo.inspect(model, (SR, wav))
+    _, clean = demo.inspect(session, (SR, wav))
     assert "⚠️" not in clean
 
     pad = np.zeros(2 * len(wav), dtype=np.float32)
     quiet = np.concatenate([pad, wav, pad])  # 80 % silence
-    _, report = demo.inspect(model, (SR, quiet))
+    _, report = demo.inspect(session, (SR, quiet))
     assert "mostly silence" in report
-    *_, verdict_text, _, _ = demo.verify(model, (SR, quiet), (SR, wav), 0.5)
+    *_, verdict_text, _, _ = demo.verify(session, (SR, quiet), (SR, wav), 0.5)
     assert "**Clip A:** The clip is mostly silence" in verdict_text and "**Clip B:**" not in verdict_text
 
     loud = np.clip(wav * 20 / np.abs(wav).max(), -1.0, 1.0)
-    _, report = demo.inspect(model, (SR, loud))
+    _, report = demo.inspect(session, (SR, loud))
     assert "clipped" in report and "mostly silence" not in report
+
+
+# ---------------------------------------------------------------------- the page
+def test_the_api_names_call_the_demo_methods_directly(demo):
+    """No adapters between the page and the handlers: each API event is wired to a Demo method."""
+    wired = {f.api_name: f.fn for f in build_demo(demo).fns.values()}
+    assert {name: wired[name] for name in ("verify", "enroll", "identify", "inspect", "remove", "export_gallery",
+                                           "import_gallery")} == {
+        "verify": demo.verify, "enroll": demo.enroll, "identify": demo.identify, "inspect": demo.inspect,
+        "remove": demo.remove, "export_gallery": demo.export, "import_gallery": demo.load}
 
 
 # ---------------------------------------------------------------------- the command line
