@@ -19,6 +19,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from speakerdemo.audio import (
+    SAMPLE_RATE,
     AudioError,
     detect_speech,
     load_audio,
@@ -26,7 +27,7 @@ from speakerdemo.audio import (
     speech_seconds,
 )
 
-SR = 16000
+SR = SAMPLE_RATE
 
 
 def silence(seconds: float) -> np.ndarray:

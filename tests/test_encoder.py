@@ -10,11 +10,11 @@ from conftest import tiny_encoder, voiced
 import speakerdemo.audio as audio_module
 import speakerdemo.encoder as encoder_module
 from speakerdemo import AudioError, CheckpointError, SpeakerEncoder
-from speakerdemo.audio import MIN_SPEECH_SECONDS
+from speakerdemo.audio import MIN_SPEECH_SECONDS, SAMPLE_RATE
 from speakerdemo.encoder import SPEECH_COLLAR_SECONDS
 from speakerdemo.scoring import Calibration
 
-SR = 16000
+SR = SAMPLE_RATE
 
 
 @pytest.fixture(scope="module")

@@ -5,10 +5,11 @@ import pytest
 import torch
 import torchaudio
 
+from speakerdemo.audio import SAMPLE_RATE
 from speakerdemo.features import FrontEnd, frontend_config, pad_frames, peak_normalize, trim_silence
 
 
-def _tone(seconds=1.0, sr=16000, freq=220.0, amp=0.3):
+def _tone(seconds=1.0, sr=SAMPLE_RATE, freq=220.0, amp=0.3):
     t = np.arange(int(seconds * sr)) / sr
     return (amp * np.sin(2 * np.pi * freq * t)).astype(np.float32)
 
@@ -38,7 +39,7 @@ def test_peak_normalisation_to_minus_3_db():
 
 
 def test_trim_silence_drops_long_quiet_runs_and_keeps_short_ones():
-    sr = 16000
+    sr = SAMPLE_RATE
     silence_long, silence_short = np.zeros(int(0.5 * sr), np.float32), np.zeros(int(0.05 * sr), np.float32)
     wav = np.concatenate([silence_long, _tone(0.4), silence_short, _tone(0.4), silence_long])
     kept = trim_silence(wav, sr)
@@ -50,7 +51,7 @@ def test_trim_silence_drops_long_quiet_runs_and_keeps_short_ones():
 def test_mean_normalisation_zeroes_the_mean():
     feats, _ = FrontEnd(frontend_config("default"))(torch.from_numpy(_tone()).unsqueeze(0))
     torch.testing.assert_close(feats.mean(dim=1), torch.zeros(1, 80), atol=1e-4, rtol=0)
-    noisy = _tone() + 0.01 * np.random.default_rng(0).standard_normal(16000).astype(np.float32)
+    noisy = _tone() + 0.01 * np.random.default_rng(0).standard_normal(SAMPLE_RATE).astype(np.float32)
     feats, _ = FrontEnd(frontend_config("default", normalize="meanvar"))(torch.from_numpy(noisy).unsqueeze(0))
     torch.testing.assert_close(feats.std(dim=1), torch.ones(1, 80), atol=1e-3, rtol=0)
 
@@ -62,7 +63,7 @@ def test_padded_batch_equals_single_features():
     alone = [fe(torch.from_numpy(w).unsqueeze(0))[0][0] for w in (_tone(0.7), _tone(1.3, freq=440))]
     feats, mask = pad_frames(alone)
     n = alone[0].shape[0]
-    assert n == 1 + int(0.7 * 16000) // 160
+    assert n == 1 + int(0.7 * SAMPLE_RATE) // 160
     assert feats.shape == (2, alone[1].shape[0], 80)
     assert mask[0].sum() == n and mask[1].all()
     torch.testing.assert_close(feats[0, :n], alone[0])

@@ -46,11 +46,11 @@ from hypothesis import strategies as st
 
 import speakerdemo.audio as audio_module
 from speakerdemo.app_state import Models
-from speakerdemo.audio import MAX_SECONDS, AudioError, load_audio
+from speakerdemo.audio import MAX_SECONDS, SAMPLE_RATE, AudioError, load_audio
 from speakerdemo.encoder import SpeakerEncoder
 from speakerdemo.ui import Demo, Session
 
-SR = 16000
+SR = SAMPLE_RATE
 SCALE = float(os.environ.get("FUZZ_SCALE", "1"))
 MAX_MATERIALISED = 3_000_000
 """Samples (frames x channels) of the largest array actually allocated: 24 MB as float64."""

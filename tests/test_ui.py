@@ -20,7 +20,7 @@ import soundfile as sf
 import soxr
 
 from speakerdemo.app_state import Models, SharedGallery
-from speakerdemo.audio import AudioError
+from speakerdemo.audio import SAMPLE_RATE, AudioError
 from speakerdemo.encoder import SPEECH_COLLAR_SECONDS
 from speakerdemo.gallery import Gallery
 from speakerdemo.plots import MAX_PLOT_FRAMES, NONTARGET_COLOUR, SPEECH_FILL, TARGET_COLOUR
@@ -28,7 +28,7 @@ from speakerdemo.scoring import Calibration, cosine
 from speakerdemo.ui import Demo, Session, build_demo
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-SR = 16000
+SR = SAMPLE_RATE
 
 
 # ---------------------------------------------------------------------- fixtures and helpers
