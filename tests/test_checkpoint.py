@@ -8,7 +8,7 @@ import pytest
 
 from speakerdemo import SpeakerEncoder, compute_eer
 from train.data import read_trials
-from train.loop import trial_scores
+from train.evaluate import trial_scores
 
 CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "ecapa-speechocean"
 SAMPLE_TRIALS = 200          # the first 200 of speechocean762/trials_test.txt (test speakers only)

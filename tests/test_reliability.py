@@ -39,10 +39,11 @@ from hypothesis import strategies as st
 
 import speakerdemo.audio as audio_module
 from speakerdemo.app_state import Models, SharedGallery
-from speakerdemo.audio import AudioError, load_audio
+from speakerdemo.audio import SAMPLE_RATE, AudioError, load_audio
 from speakerdemo.encoder import CheckpointError, SpeakerEncoder
 from speakerdemo.gallery import Gallery, GalleryError
 from speakerdemo.ui import Demo, Session
+from train.checkpoints import StateError, restore_state
 from train.data import (
     AudioStore,
     DataError,
@@ -53,10 +54,9 @@ from train.data import (
     voxceleb_list_source,
 )
 from train.hw4 import load_hw4
-from train.loop import StateError, _restore
 
 REPO = Path(__file__).resolve().parent.parent
-SR = 16000
+SR = SAMPLE_RATE
 PYTHON = sys.executable
 
 
@@ -219,7 +219,7 @@ def test_nothing_is_ever_unpickled(trap: tuple[PickleTrap, Path], tmp_path: Path
     for payload in (payloads["torch"], torch_bytes({"model": obj, "progress": {"step": 1}}), payloads["pickle"]):
         state.write_bytes(payload)
         with pytest.raises(StateError, match="not a readable training state"):
-            _restore(state, model, opt, sched, None)
+            restore_state(state, model, opt, sched, None)
     assert not marker.exists()
 
 
@@ -343,11 +343,11 @@ def test_folder_source_never_reads_through_links_that_leave_the_root(data_root: 
 KILLER = r"""
 import io, os, signal, sys
 import speakerdemo.atomic as atomic
-import train.loop as loop
+import train.checkpoints as checkpoints
 
 MODE, AT = os.environ.get("KILL_MODE", ""), int(os.environ.get("KILL_AT", "0"))
 saves = 0
-real_atomic_write = loop.atomic_write
+real_atomic_write = checkpoints.atomic_write
 
 
 def die(*args):
@@ -375,7 +375,7 @@ def atomic_write(path, write):
     return real_atomic_write(path, write)
 
 
-loop.atomic_write = atomic_write
+checkpoints.atomic_write = atomic_write
 from train.__main__ import main
 sys.exit(main(sys.argv[1:]))
 """
