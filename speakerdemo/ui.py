@@ -80,12 +80,15 @@ class Demo:
 
     # ------------------------------------------------------------------ inspect
     def inspect(self, session: Session, clip: Any) -> tuple[go.Figure, str]:
+        """What the model hears in one clip: spectrogram, attention, speech regions and warnings."""
         emb = self.embed(session, [clip])[0]
         return spectrogram_figure(emb), clip_report(emb)
 
     # ------------------------------------------------------------------ verify
     def verify(self, session: Session, a: Any, b: Any,
                threshold: float) -> tuple[go.Figure, go.Figure, str, go.Figure, float]:
+        """Are clips A and B the same speaker? Both are embedded in one batch; the score is kept in
+        the page's state so that the threshold slider can redraw the verdict without the model."""
         encoder = self.encoder(session)
         ea, eb = self._embed(encoder, [a, b], ["Clip A", "Clip B"])
         score = encoder.score(ea, eb)
@@ -135,6 +138,7 @@ class Demo:
         return session, *self.gallery_view(session), note
 
     def remove(self, session: Session, name: str) -> tuple[Session, list[list], go.Figure, str]:
+        """Forget an enrolled speaker."""
         try:
             session = self._change(session, lambda g: g.remove(name or ""))
         except ValueError as err:
@@ -143,6 +147,8 @@ class Demo:
 
     def identify(self, session: Session, clip: Any, threshold: float,
                  top_k: int) -> tuple[str, go.Figure, list[list], go.Figure, go.Figure]:
+        """Who of the enrolled speakers is this (open set: "unknown" below the threshold)? The only
+        handler that asks for class logits, to list the checkpoint's closest training speakers."""
         gallery = self.gallery_of(session)
         if not len(gallery):
             raise gr.Error("No speakers enrolled yet: enroll at least one in the Enroll tab.")
@@ -162,6 +168,7 @@ class Demo:
                 spectrogram_figure(emb))
 
     def export(self, session: Session) -> str:
+        """The gallery as a safetensors file to download (a fresh temporary folder per request)."""
         gallery = self.gallery_of(session)
         if not len(gallery):
             raise gr.Error("The gallery is empty: nothing to download.")
@@ -170,6 +177,7 @@ class Demo:
         return str(path)
 
     def load(self, session: Session, file: Any) -> tuple[Session, list[list], go.Figure, str]:
+        """Replace the gallery by an uploaded one, after checking it fits this model's embeddings."""
         if file is None:
             raise gr.Error("Choose a gallery file (.safetensors) to upload.")
         try:
@@ -187,7 +195,8 @@ class Demo:
                 g.enroll(name, list(loaded.clips(name)))
 
         session = self._change(session, replace)
-        return session, *self.gallery_view(session), f"Loaded {len(self.gallery_of(session))} speaker(s)."
+        table, figure = self.gallery_view(session)  # one snapshot: the count matches the table
+        return session, table, figure, f"Loaded {len(table)} speaker(s)."
 
     def switch_model(self, session: Session, model: str) -> tuple[Session, float, str, list[list], go.Figure]:
         """A new model makes the session's gallery meaningless: start it afresh, reset the threshold."""
