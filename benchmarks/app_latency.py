@@ -26,9 +26,11 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 if __package__ in (None, ""):  # run as a file: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -36,10 +38,8 @@ if __package__ in (None, ""):  # run as a file: make the repository importable
 import numpy as np
 import soundfile as sf
 
-from benchmarks.common import (
-    DEFAULT_CHECKPOINT, REPO_ROOT, SAMPLE_RATE, base_parser, data_or_skip, fmt, note, print_header,
-    print_table, ratio, speech_clips,
-)
+from benchmarks import common
+from speakerdemo.audio import SAMPLE_RATE
 
 NAME = "app_latency"
 START_TIMEOUT = 180.0  # seconds for the app to import gradio and torch and load the model
@@ -84,9 +84,23 @@ def start_app(checkpoint: Path, port: int, log: Any) -> subprocess.Popen:
     """
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen(
-        [sys.executable, str(REPO_ROOT / "app.py"), "--model", str(checkpoint), "--host", "127.0.0.1",
-         "--port", str(port), "--device", "cpu"],
-        cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        [
+            sys.executable,
+            str(common.REPO_ROOT / "app.py"),
+            "--model",
+            str(checkpoint),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--device",
+            "cpu",
+        ],
+        cwd=common.REPO_ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
         preexec_fn=_die_with_parent,
     )
 
@@ -122,15 +136,16 @@ def stop_app(app: subprocess.Popen) -> None:
 def write_clips(corpus: Path, folder: Path, seconds: float) -> list[str]:
     """Four clips of real speech from four LibriSpeech readers, as 16-bit WAV files."""
     paths = []
-    for i, clip in enumerate(speech_clips(corpus, seconds, 4)):
+    for i, clip in enumerate(common.speech_clips(corpus, seconds, 4)):
         path = folder / f"clip{i}.wav"
         sf.write(path, clip, SAMPLE_RATE, subtype="PCM_16")
         paths.append(str(path))
     return paths
 
 
-def run_phase(phase: Phase, clients: list[Any], request: Callable[[Any], Any], per_client: int,
-              deadline: float) -> None:
+def run_phase(
+    phase: Phase, clients: list[Any], request: Callable[[Any], Any], per_client: int, deadline: float
+) -> None:
     """Each client in its own thread sends ``per_client`` requests back to back (until the deadline)."""
     lock = threading.Lock()
     barrier = threading.Barrier(len(clients))
@@ -159,10 +174,20 @@ def run_phase(phase: Phase, clients: list[Any], request: Callable[[Any], Any], p
     phase.wall = time.perf_counter() - start
 
 
-def measure(url: str, clips: list[str], levels: list[int], per_client: int, budget: float,
-            downloads: Path) -> list[Phase]:
+def connect(url: str, downloads: Path, timeout: float = REQUEST_TIMEOUT) -> Any:
+    """A quiet gradio_client session with the app: files it returns go under ``downloads``."""
+    from gradio_client import Client
+
+    return Client(
+        url, verbose=False, analytics_enabled=False, download_files=str(downloads), httpx_kwargs={"timeout": timeout}
+    )
+
+
+def measure(
+    url: str, clips: list[str], levels: list[int], per_client: int, budget: float, downloads: Path
+) -> list[Phase]:
     """verify, enroll and identify at every concurrency level, within ``budget`` seconds in all."""
-    from gradio_client import Client, handle_file
+    from gradio_client import handle_file
 
     deadline = time.perf_counter() + budget
     a, b, enrol, query = clips
@@ -176,10 +201,7 @@ def measure(url: str, clips: list[str], levels: list[int], per_client: int, budg
     def identify(client: Any) -> Any:
         return client.predict(handle_file(query), 0.5, 5, api_name="/identify")
 
-    def new_client() -> Any:
-        return Client(url, verbose=False, analytics_enabled=False, download_files=str(downloads),
-                      httpx_kwargs={"timeout": REQUEST_TIMEOUT})
-
+    new_client = partial(connect, url, downloads)
     warm = new_client()  # the first requests pay one-off costs (imports, plot templates): not timed
     for request in (verify, enroll, identify):
         request(warm)
@@ -187,21 +209,24 @@ def measure(url: str, clips: list[str], levels: list[int], per_client: int, budg
     phases = []
     for level in levels:
         clients = [new_client() for _ in range(level)]
-        for api, request, count in (("verify", verify, per_client), ("enroll", enroll, 1),
-                                    ("identify", identify, per_client)):
+        for api, request, count in (
+            ("verify", verify, per_client),
+            ("enroll", enroll, 1),
+            ("identify", identify, per_client),
+        ):
             phase = Phase(api, level)
             run_phase(phase, clients, request, count, deadline)
             phases.append(phase)
-            note(f"{api} x{level} clients: {len(phase.latencies)} done, {len(phase.errors)} failed "
-                 f"in {phase.wall:.1f} s")
+            common.note(
+                f"{api} x{level} clients: {len(phase.latencies)} done, {len(phase.errors)} failed in {phase.wall:.1f} s"
+            )
         for client in clients:
             client.close()
     return phases
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = base_parser(__doc__)
-    parser.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT, help="checkpoint folder")
+    parser = common.base_parser(__doc__, checkpoint="checkpoint folder")
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16], help="concurrency levels")
     parser.add_argument("--requests", type=int, default=8, help="requests per client per endpoint")
     parser.add_argument("--seconds", type=float, default=5.0, help="clip length")
@@ -210,8 +235,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.clients, args.requests, args.budget = [1, 2], 2, 10.0
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(f"{NAME}: terminated"))  # so `finally` stops the app
-    print_header(NAME, f"checkpoint: {args.checkpoint}")
-    corpus = data_or_skip(args.data, "librispeech-251")
+    common.print_header(NAME, f"checkpoint: {args.checkpoint}")
+    corpus = common.data_or_skip(args.data, "librispeech-251")
     if corpus is None:
         return 0
     if not (args.checkpoint / "config.json").is_file():
@@ -225,26 +250,42 @@ def main(argv: list[str] | None = None) -> int:
         with open(log_path, "w") as log:
             app = start_app(args.checkpoint, port, log)
             try:
-                note(f"app.py answered after {wait_ready(url, app, log_path):.1f} s; "
-                     f"{args.seconds:g}-s clips, {args.requests} requests per client, budget {args.budget:g} s")
+                common.note(
+                    f"app.py answered after {wait_ready(url, app, log_path):.1f} s; "
+                    f"{args.seconds:g}-s clips, {args.requests} requests per client, budget {args.budget:g} s"
+                )
                 phases = measure(url, clips, args.clients, args.requests, args.budget, folder)
             finally:
                 stop_app(app)
-    print_table(
+    common.print_table(
         ["endpoint", "clients", "requests", "failed", "p50 ms", "p95 ms", "requests/s"],
-        [[p.api, p.clients, len(p.latencies), len(p.errors), fmt(_ms(p.percentile(50)), 0),
-          fmt(_ms(p.percentile(95)), 0), fmt(len(p.latencies) / p.wall if p.wall else None, 2)] for p in phases],
+        [
+            [
+                p.api,
+                p.clients,
+                len(p.latencies),
+                len(p.errors),
+                common.fmt(_ms(p.percentile(50)), 0),
+                common.fmt(_ms(p.percentile(95)), 0),
+                common.fmt(len(p.latencies) / p.wall if p.wall else None, 2),
+            ]
+            for p in phases
+        ],
     )
     for p in phases:
         for error in sorted(set(p.errors))[:3]:
-            note(f"{p.api} x{p.clients} failed: {error}")
+            common.note(f"{p.api} x{p.clients} failed: {error}")
     single = next((p for p in phases if p.api == "verify" and p.clients == 1), None)
     if single is not None:
-        note(f"verify p50 at 1 client: {fmt(_ms(single.percentile(50)), 0)} ms (target <= 300 ms on 2 cores)")
+        common.note(
+            f"verify p50 at 1 client: {common.fmt(_ms(single.percentile(50)), 0)} ms (target <= 300 ms on 2 cores)"
+        )
     fewest = {p.api: p.percentile(50) for p in phases if p.clients == min(args.clients)}
     print(f"\np50 relative to {min(args.clients)} client(s) (how latency grows with load):")
-    print_table(["endpoint", "clients", "p50 ratio"],
-                [[p.api, p.clients, ratio(p.percentile(50), fewest.get(p.api))] for p in phases if p.api != "enroll"])
+    common.print_table(
+        ["endpoint", "clients", "p50 common.ratio"],
+        [[p.api, p.clients, common.ratio(p.percentile(50), fewest.get(p.api))] for p in phases if p.api != "enroll"],
+    )
     return 1 if any(p.errors for p in phases) else 0
 
 

@@ -18,19 +18,21 @@ import statistics
 import sys
 import time
 import tracemalloc
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
+
+from speakerdemo.audio import SAMPLE_RATE
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DATA_ROOT = REPO_ROOT.parent / "shared" / "data"
 CHECKPOINTS = REPO_ROOT / "checkpoints"
 DEFAULT_CHECKPOINT = CHECKPOINTS / "ecapa-speechocean"
-SAMPLE_RATE = 16000
 MIB = 2**20
 
 
@@ -64,7 +66,7 @@ def print_header(name: str, extra: str = "") -> None:
         f"cores: {usable_cores()}",
         f"torch {torch.__version__}",
         f"torch threads: {torch.get_num_threads()}",
-        datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
     ]
     if torch.cuda.is_available():
         parts.append(f"gpu: {torch.cuda.get_device_name(0)}")
@@ -82,12 +84,21 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescrip
     """``--help`` shows the script's docstring as written (what is timed) and every default."""
 
 
-def base_parser(description: str | None) -> argparse.ArgumentParser:
-    """Options every script has: ``--quick`` (tiny inputs, for the smoke test) and ``--data``."""
+def base_parser(description: str | None, checkpoint: str | None = None) -> argparse.ArgumentParser:
+    """Options every script has: ``--quick`` (tiny inputs, for the smoke test) and ``--data``; with
+    ``checkpoint`` (its help text), ``--checkpoint`` too, which defaults to the shipped checkpoint."""
     parser = argparse.ArgumentParser(description=description, formatter_class=_HelpFormatter)
     parser.add_argument("--quick", action="store_true", help="tiny inputs: checks that the script runs")
     parser.add_argument("--data", type=Path, default=DATA_ROOT, help="the shared corpora (../shared/data)")
+    if checkpoint is not None:
+        parser.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT, help=checkpoint)
     return parser
+
+
+def add_timing_options(parser: argparse.ArgumentParser, warmup: int) -> None:
+    """``--repeats`` and ``--warmup``, as ``time_calls`` and ``time_interleaved`` take them."""
+    parser.add_argument("--repeats", type=int, default=10, help="timed calls per measurement")
+    parser.add_argument("--warmup", type=int, default=warmup, help="untimed calls first")
 
 
 def set_threads(threads: int) -> None:
@@ -126,7 +137,7 @@ def read_manifest(folder: Path) -> list[dict[str, str]]:
 
 
 def load_wav(path: Path) -> np.ndarray:
-    """A whole file as 16-kHz float32 mono, through the project's own loader (no limits)."""
+    """A whole file as float32 mono at speakerdemo's sample rate, through the project's own loader (no limits)."""
     from speakerdemo.audio import load_audio
 
     return load_audio(path, SAMPLE_RATE, max_seconds=None, min_speech_seconds=0.0, max_bytes=None)
@@ -169,8 +180,7 @@ class Timing:
         return (max(self.runs) - min(self.runs)) / self.median if self.median > 0 else 0.0
 
 
-def time_calls(fn: Callable[[], Any], repeats: int, warmup: int,
-               sync: Callable[[], None] | None = None) -> Timing:
+def time_calls(fn: Callable[[], Any], repeats: int, warmup: int, sync: Callable[[], None] | None = None) -> Timing:
     """Median wall time of ``fn`` over ``repeats`` calls after ``warmup`` untimed ones.
 
     ``sync`` (e.g. ``torch.cuda.synchronize``) runs before each clock reading, so that queued
@@ -179,8 +189,9 @@ def time_calls(fn: Callable[[], Any], repeats: int, warmup: int,
     return time_interleaved({"": fn}, repeats, warmup, sync)[""]
 
 
-def time_interleaved(fns: dict[str, Callable[[], Any]], repeats: int, warmup: int,
-                     sync: Callable[[], None] | None = None) -> dict[str, Timing]:
+def time_interleaved(
+    fns: dict[str, Callable[[], Any]], repeats: int, warmup: int, sync: Callable[[], None] | None = None
+) -> dict[str, Timing]:
     """``time_calls`` for several methods, their repeats taken in turn, in a new order each round.
 
     Interleaving spreads slow phases of a shared machine over all methods alike, so the ratios
@@ -265,7 +276,7 @@ def fmt(value: float | None, digits: int = 3) -> str:
     """A number for a table cell; ``n/a`` where nothing was measured."""
     if value is None:
         return "n/a"
-    if value != 0 and abs(value) < 10 ** -digits:
+    if value != 0 and abs(value) < 10**-digits:
         return f"{value:.{digits}g}"
     return f"{value:.{digits}f}"
 
@@ -296,8 +307,10 @@ def import_peer(module: str, install: str) -> ModuleType | None:
     try:
         return importlib.import_module(module)
     except Exception as err:  # a broken install of a peer must not stop our own measurements
-        note(f"SKIPPED {module}: cannot import it ({type(err).__name__}: {err}); "
-             f"install with: .venv/bin/pip install {install}")
+        note(
+            f"SKIPPED {module}: cannot import it ({type(err).__name__}: {err}); "
+            f"install with: .venv/bin/pip install {install}"
+        )
         return None
 
 
@@ -309,9 +322,15 @@ def speechbrain_ecapa(channels: int, embed_dim: int, n_mels: int) -> Any:
     from speechbrain.lobes.models.ECAPA_TDNN import ECAPA_TDNN
 
     return ECAPA_TDNN(
-        n_mels, lin_neurons=embed_dim, channels=[channels] * 4 + [3 * channels],
-        kernel_sizes=[5, 3, 3, 3, 1], dilations=[1, 2, 3, 4, 1], attention_channels=128,
-        res2net_scale=8, se_channels=128, global_context=True,
+        n_mels,
+        lin_neurons=embed_dim,
+        channels=[channels] * 4 + [3 * channels],
+        kernel_sizes=[5, 3, 3, 3, 1],
+        dilations=[1, 2, 3, 4, 1],
+        attention_channels=128,
+        res2net_scale=8,
+        se_channels=128,
+        global_context=True,
     ).eval()
 
 

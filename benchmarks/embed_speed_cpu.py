@@ -22,9 +22,10 @@ tensors included) and the tracemalloc peak (Python and numpy) of another, both u
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 if __package__ in (None, ""):  # run as a file: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -32,17 +33,14 @@ if __package__ in (None, ""):  # run as a file: make the repository importable
 import numpy as np
 import torch
 
-from benchmarks.common import (
-    DEFAULT_CHECKPOINT, SAMPLE_RATE, Timing, base_parser, data_or_skip, ecapa_width, fmt, import_peer,
-    load_checkpoint, note, peak_rss_delta, print_header, print_table, ratio, set_threads,
-    speech_clips, speechbrain_ecapa, time_interleaved, traced_peak,
-)
+from benchmarks import common
+from speakerdemo.audio import SAMPLE_RATE
 
 NAME = "embed_speed_cpu"
 TIMED = {
     "ours embed": "SpeakerEncoder.embed (batch: embed_batch) from a float array: checks, VAD, log-mel, "
-                  "encoder over speech frames, pooling of windows",
-    "resemblyzer": "preprocess_wav(wav, source_sr=16000) + VoiceEncoder.embed_utterance, clip by clip",
+    "encoder over speech frames, pooling of windows",
+    "resemblyzer": f"preprocess_wav(wav, source_sr={SAMPLE_RATE}) + VoiceEncoder.embed_utterance, clip by clip",
     "ours front end": "our FrontEnd alone: log-mel + mean normalisation of every frame",
     "ours forward": "the checkpoint's ECAPA-TDNN forward alone, on the front end's features (all frames)",
     "speechbrain forward": "SpeechBrain ECAPA_TDNN forward alone (untrained, same width), on the same features",
@@ -56,7 +54,7 @@ class Cell:
     method: str
     seconds: float
     clips: int
-    timing: Timing
+    timing: common.Timing
     rss_mib: float | None
     traced_mib: float
 
@@ -65,8 +63,9 @@ class Cell:
         return self.timing.median / (self.seconds * self.clips)
 
 
-def methods(encoder: Any, voice: Any, resemblyzer: Any, speechbrain: Any,
-            clips: list[np.ndarray]) -> dict[str, Callable[[], Any]]:
+def methods(
+    encoder: Any, voice: Any, resemblyzer: Any, speechbrain: Any, clips: list[np.ndarray]
+) -> dict[str, Callable[[], Any]]:
     """The calls to time on these clips, by method name (peers absent when not installed)."""
     fns: dict[str, Callable[[], Any]] = {}
     if len(clips) == 1:
@@ -92,6 +91,7 @@ def methods(encoder: Any, voice: Any, resemblyzer: Any, speechbrain: Any,
 
     fns["ours forward"] = ours_forward
     if speechbrain is not None:
+
         def speechbrain_forward() -> Any:
             with torch.inference_mode():
                 return speechbrain(feats)
@@ -101,64 +101,84 @@ def methods(encoder: Any, voice: Any, resemblyzer: Any, speechbrain: Any,
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = base_parser(__doc__)
-    parser.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT, help="checkpoint folder")
+    parser = common.base_parser(__doc__, checkpoint="checkpoint folder")
     parser.add_argument("--seconds", type=float, nargs="+", default=[3.0, 10.0, 60.0], help="clip lengths")
     parser.add_argument("--batch", type=int, default=8, help="clips per embed_batch call")
-    parser.add_argument("--repeats", type=int, default=10, help="timed calls per measurement")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed calls first")
+    common.add_timing_options(parser, warmup=2)
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads, for every method")
     args = parser.parse_args(argv)
     if args.quick:
         args.seconds, args.batch, args.repeats, args.warmup = [3.0], 2, 2, 1
-    set_threads(args.threads)
-    print_header(NAME, f"checkpoint: {args.checkpoint}")
-    corpus = data_or_skip(args.data, "librispeech-251")
+    common.set_threads(args.threads)
+    common.print_header(NAME, f"checkpoint: {args.checkpoint}")
+    corpus = common.data_or_skip(args.data, "librispeech-251")
     if corpus is None:
         return 0
-    encoder = load_checkpoint(args.checkpoint, "cpu")
-    width = ecapa_width(encoder)
-    resemblyzer = import_peer("resemblyzer", "resemblyzer")
+    encoder = common.load_checkpoint(args.checkpoint, "cpu")
+    width = common.ecapa_width(encoder)
+    resemblyzer = common.import_peer("resemblyzer", "resemblyzer")
     voice = resemblyzer.VoiceEncoder("cpu", verbose=False) if resemblyzer else None
     speechbrain = None
     if width is None:
-        note(f"SKIPPED speechbrain forward: the checkpoint's encoder is {encoder.encoder_config['name']}, "
-             "not ECAPA-TDNN, so there is no equal-width model to compare")
-    elif import_peer("speechbrain.lobes.models.ECAPA_TDNN", "speechbrain"):
-        speechbrain = speechbrain_ecapa(width[0], width[1], encoder.frontend.config.n_mels)
+        common.note(
+            f"SKIPPED speechbrain forward: the checkpoint's encoder is {encoder.encoder_config['name']}, "
+            "not ECAPA-TDNN, so there is no equal-width model to compare"
+        )
+    elif common.import_peer("speechbrain.lobes.models.ECAPA_TDNN", "speechbrain"):
+        speechbrain = common.speechbrain_ecapa(width[0], width[1], encoder.frontend.config.n_mels)
     if width is not None:
-        note(f"ECAPA-TDNN width C={width[0]}, embedding {width[1]}-d (ours from the checkpoint, "
-             "SpeechBrain's untrained at the same layout)")
-    note(f"median of {args.repeats} repeats after {args.warmup} warm-up call(s); methods interleaved")
+        common.note(
+            f"ECAPA-TDNN width C={width[0]}, embedding {width[1]}-d (ours from the checkpoint, "
+            "SpeechBrain's untrained at the same layout)"
+        )
+    common.note(f"median of {args.repeats} repeats after {args.warmup} warm-up call(s); methods interleaved")
     for method, timed in TIMED.items():
-        note(f"{method}: {timed}")
+        common.note(f"{method}: {timed}")
 
     cells: list[Cell] = []
     for seconds in args.seconds:
-        batch = speech_clips(corpus, seconds, args.batch)
+        batch = common.speech_clips(corpus, seconds, args.batch)
         for clips in ([batch[0]], batch):
             fns = methods(encoder, voice, resemblyzer, speechbrain, clips)
-            timings = time_interleaved(fns, args.repeats, args.warmup)
+            timings = common.time_interleaved(fns, args.repeats, args.warmup)
             for name, fn in fns.items():
-                cells.append(Cell(name, seconds, len(clips), timings[name], peak_rss_delta(fn), traced_peak(fn)))
+                cells.append(
+                    Cell(name, seconds, len(clips), timings[name], common.peak_rss_delta(fn), common.traced_peak(fn))
+                )
 
-    print_table(
+    common.print_table(
         ["method", "clip s", "clips", "median ms", "RTF", "spread", "peak RSS +MiB", "tracemalloc MiB"],
-        [[c.method, fmt(c.seconds, 0), c.clips, fmt(1000 * c.timing.median, 1), fmt(c.rtf, 4),
-          fmt(c.timing.spread, 2), fmt(c.rss_mib, 1), fmt(c.traced_mib, 1)] for c in cells],
+        [
+            [
+                c.method,
+                common.fmt(c.seconds, 0),
+                c.clips,
+                common.fmt(1000 * c.timing.median, 1),
+                common.fmt(c.rtf, 4),
+                common.fmt(c.timing.spread, 2),
+                common.fmt(c.rss_mib, 1),
+                common.fmt(c.traced_mib, 1),
+            ]
+            for c in cells
+        ],
     )
     by_key = {(c.method, c.seconds, c.clips): c for c in cells}
     print("\nRatios of medians (<= 1.0 means ours is at least as fast):")
     ratio_rows = []
     for seconds in args.seconds:
         for clips in (1, args.batch):
-            def rtf(method: str) -> float | None:
-                cell = by_key.get((method, seconds, clips))
-                return cell.rtf if cell else None
-
-            ratio_rows.append([fmt(seconds, 0), clips, ratio(rtf("ours embed"), rtf("resemblyzer")),
-                               ratio(rtf("ours forward"), rtf("speechbrain forward"))])
-    print_table(["clip s", "clips", "ours embed / resemblyzer", "ours forward / speechbrain forward"], ratio_rows)
+            rtf = {method: cell.rtf for (method, s, n), cell in by_key.items() if (s, n) == (seconds, clips)}
+            ratio_rows.append(
+                [
+                    common.fmt(seconds, 0),
+                    clips,
+                    common.ratio(rtf.get("ours embed"), rtf.get("resemblyzer")),
+                    common.ratio(rtf.get("ours forward"), rtf.get("speechbrain forward")),
+                ]
+            )
+    common.print_table(
+        ["clip s", "clips", "ours embed / resemblyzer", "ours forward / speechbrain forward"], ratio_rows
+    )
     return 0
 
 

@@ -49,10 +49,9 @@ if __package__ in (None, ""):  # run as a file: make the repository importable
 import numpy as np
 import soundfile as sf
 
-from benchmarks.app_latency import free_port, start_app, stop_app, wait_ready
-from benchmarks.common import (
-    DEFAULT_CHECKPOINT, SAMPLE_RATE, base_parser, fmt, note, print_header, print_table, speech_clips,
-)
+from benchmarks import common
+from benchmarks.app_latency import connect, free_port, start_app, stop_app, wait_ready
+from speakerdemo.audio import SAMPLE_RATE
 
 NAME = "load_test"
 REQUEST_TIMEOUT = 300.0
@@ -142,11 +141,11 @@ def write_clips(folder: Path, data_root: Path, seconds: float, count: int = 6) -
     """Good clips (real speech when the corpus is there) and the deliberately bad ones."""
     corpus = data_root / "librispeech-251"
     if (corpus / "utterances.csv").is_file():
-        signals = speech_clips(corpus, seconds, count)
-        note(f"clips: {count} x {seconds:g} s of real speech from {corpus.name}")
+        signals = common.speech_clips(corpus, seconds, count)
+        common.note(f"clips: {count} x {seconds:g} s of real speech from {corpus.name}")
     else:
         signals = [voiced(seconds, 100 + 25 * i, i) for i in range(count)]
-        note(f"clips: {count} x {seconds:g} s of synthetic voiced signal ({corpus} not found)")
+        common.note(f"clips: {count} x {seconds:g} s of synthetic voiced signal ({corpus} not found)")
     good = []
     for i, wav in enumerate(signals):
         path = folder / f"clip{i}.wav"
@@ -174,15 +173,18 @@ def _error_text(err: Exception) -> str:
     return f"{type(err).__name__}: {err}"
 
 
-def _client(url: str, downloads: Path) -> Any:
-    from gradio_client import Client
-
-    return Client(url, verbose=False, analytics_enabled=False, download_files=str(downloads),
-                  httpx_kwargs={"timeout": REQUEST_TIMEOUT})
-
-
-def client_loop(index: int, url: str, good: list[str], bad: dict[str, str], names: list[str], holder: dict,
-                stats: Stats, bad_fraction: float, downloads: Path, start: threading.Barrier) -> None:
+def client_loop(
+    index: int,
+    url: str,
+    good: list[str],
+    bad: dict[str, str],
+    names: list[str],
+    holder: dict,
+    stats: Stats,
+    bad_fraction: float,
+    downloads: Path,
+    start: threading.Barrier,
+) -> None:
     """One session: enroll its own speaker, then mixed requests until ``holder["deadline"]``.
 
     Warm-up first: the client connects, enrolls its speaker, verifies and identifies once (checked
@@ -198,7 +200,7 @@ def client_loop(index: int, url: str, good: list[str], bad: dict[str, str], name
     enrolled = 0
     measuring = False
     try:
-        client = _client(url, downloads)
+        client = connect(url, downloads, REQUEST_TIMEOUT)
     except Exception as err:  # noqa: BLE001 - a client that cannot connect is a failed request
         stats.fail(f"connect: {_error_text(err)}")
         start.abort()  # the run cannot have all its sessions: stop the others too
@@ -297,7 +299,7 @@ def oversize_upload(url: str, folder: Path, downloads: Path, limit_mb: int) -> s
     with open(path, "wb") as f:  # a header, then a hole: no disk space, no decoding work to do
         f.write(_wav_header((limit_mb + 1) * 2**20))
         f.truncate((limit_mb + 1) * 2**20)
-    client = _client(url, downloads)
+    client = connect(url, downloads, REQUEST_TIMEOUT)
     t0 = time.perf_counter()
     try:
         client.predict(handle_file(str(path)), api_name="/inspect")
@@ -309,8 +311,9 @@ def oversize_upload(url: str, folder: Path, downloads: Path, limit_mb: int) -> s
     t0 = time.perf_counter()
     try:
         with open(path, "rb") as f:
-            response = httpx.post(f"{url}gradio_api/upload", files={"files": ("oversize.wav", f, "audio/wav")},
-                                  timeout=REQUEST_TIMEOUT)
+            response = httpx.post(
+                f"{url}gradio_api/upload", files={"files": ("oversize.wav", f, "audio/wav")}, timeout=REQUEST_TIMEOUT
+            )
         verdict = "ACCEPTED" if response.status_code == 200 else f"HTTP {response.status_code}"
     except httpx.HTTPError as err:
         verdict = f"connection closed ({type(err).__name__})"
@@ -323,12 +326,25 @@ def _wav_header(total_bytes: int, sample_rate: int = SAMPLE_RATE) -> bytes:
     import struct
 
     data = total_bytes - 44
-    return (b"RIFF" + struct.pack("<I", total_bytes - 8) + b"WAVEfmt " + struct.pack("<IHHIIHH", 16, 1, 1, sample_rate,
-            sample_rate * 2, 2, 16) + b"data" + struct.pack("<I", data))
+    return (
+        b"RIFF"
+        + struct.pack("<I", total_bytes - 8)
+        + b"WAVEfmt "
+        + struct.pack("<IHHIIHH", 16, 1, 1, sample_rate, sample_rate * 2, 2, 16)
+        + b"data"
+        + struct.pack("<I", data)
+    )
 
 
-def run(checkpoint: Path, clients: int, seconds: float, folder: Path, data_root: Path,
-        bad_fraction: float = 0.1, clip_seconds: float = 3.0) -> LoadResult:
+def run(
+    checkpoint: Path,
+    clients: int,
+    seconds: float,
+    folder: Path,
+    data_root: Path,
+    bad_fraction: float = 0.1,
+    clip_seconds: float = 3.0,
+) -> LoadResult:
     """Start the app, load it, stop it; the figures of the run."""
     from speakerdemo.ui import MAX_UPLOAD_MB
 
@@ -342,17 +358,24 @@ def run(checkpoint: Path, clients: int, seconds: float, folder: Path, data_root:
     with open(log_path, "w") as log:
         app = start_app(checkpoint, port, log)
         try:
-            note(f"app.py (pid {app.pid}) answered after {wait_ready(url, app, log_path):.1f} s")
+            common.note(f"app.py (pid {app.pid}) answered after {wait_ready(url, app, log_path):.1f} s")
             rss = {"before warm-up": rss_mb(app.pid)}
             oversize = oversize_upload(url, folder, downloads, MAX_UPLOAD_MB)
             names = [f"client{i:02d}-{uuid.uuid4().hex[:8]}" for i in range(clients)]
             stats = Stats()
             holder: dict[str, float] = {}
             # The clock starts when the last client has warmed up (the barrier's action).
-            barrier = threading.Barrier(clients, action=lambda: holder.update(
-                deadline=time.perf_counter() + seconds, rss_start=rss_mb(app.pid)))
-            threads = [threading.Thread(target=client_loop, daemon=True, args=(
-                i, url, good, bad, names, holder, stats, bad_fraction, downloads, barrier)) for i in range(clients)]
+            barrier = threading.Barrier(
+                clients, action=lambda: holder.update(deadline=time.perf_counter() + seconds, rss_start=rss_mb(app.pid))
+            )
+            threads = [
+                threading.Thread(
+                    target=client_loop,
+                    daemon=True,
+                    args=(i, url, good, bad, names, holder, stats, bad_fraction, downloads, barrier),
+                )
+                for i in range(clients)
+            ]
             for t in threads:
                 t.start()
             while "deadline" not in holder and any(t.is_alive() for t in threads):
@@ -366,8 +389,10 @@ def run(checkpoint: Path, clients: int, seconds: float, folder: Path, data_root:
                 if half is None and now >= seconds / 2:
                     half = samples[-1][1]
                 if now > seconds + DRAIN_TIMEOUT:
-                    stats.fail(f"{sum(t.is_alive() for t in threads)} client(s) still busy {DRAIN_TIMEOUT:g} s "
-                               "after the deadline")
+                    stats.fail(
+                        f"{sum(t.is_alive() for t in threads)} client(s) still busy {DRAIN_TIMEOUT:g} s "
+                        "after the deadline"
+                    )
                     break
                 time.sleep(0.5)
             wall = time.perf_counter() - t0
@@ -383,36 +408,50 @@ def run(checkpoint: Path, clients: int, seconds: float, folder: Path, data_root:
 
 def print_result(result: LoadResult) -> None:
     s = result.stats
-    rows = [[api, len(v), fmt(1000 * np.percentile(v, 50), 0), fmt(1000 * np.percentile(v, 95), 0)]
-            for api, v in sorted(s.latencies.items())]
-    rows.append(["all", len(result.all_latencies), fmt(_ms(result.percentile(50)), 0),
-                 fmt(_ms(result.percentile(95)), 0)])
-    print_table(["endpoint", "requests ok", "p50 ms", "p95 ms"], rows)
+    rows = [
+        [api, len(v), common.fmt(1000 * np.percentile(v, 50), 0), common.fmt(1000 * np.percentile(v, 95), 0)]
+        for api, v in sorted(s.latencies.items())
+    ]
+    rows.append(
+        [
+            "all",
+            len(result.all_latencies),
+            common.fmt(_ms(result.percentile(50)), 0),
+            common.fmt(_ms(result.percentile(95)), 0),
+        ]
+    )
+    common.print_table(["endpoint", "requests ok", "p50 ms", "p95 ms"], rows)
     print()
-    print_table(["figure", "value"], [
-        ["clients x seconds", f"{result.clients} x {result.seconds:g} (wall {result.wall:.1f} s)"],
-        ["requests sent (measured run)", s.sent],
-        ["warm-up requests (checked, not timed)", 3 * result.clients],
-        ["requests failed", len(s.failures)],
-        ["bad inputs refused as expected", s.refused_as_expected],
-        ["session leaks", len(s.leaks)],
-        ["throughput (requests/s)", fmt(s.sent / result.wall if result.wall else None, 2)],
-        ["p50 / p95 ms (all)", f"{fmt(_ms(result.percentile(50)), 0)} / {fmt(_ms(result.percentile(95)), 0)}"],
-        ["app RSS MiB before warm-up", fmt(result.rss_mb["before warm-up"], 1)],
-        ["app RSS MiB at start (all clients warmed up)", fmt(result.rss_mb["start"], 1)],
-        ["app RSS MiB half-way", fmt(result.rss_mb["half"], 1)],
-        ["app RSS MiB at end", fmt(result.rss_mb["end"], 1)],
-        ["app RSS MiB max", fmt(result.rss_mb["max"], 1)],
-        ["oversize upload", result.oversize],
-    ])
+    common.print_table(
+        ["figure", "value"],
+        [
+            ["clients x seconds", f"{result.clients} x {result.seconds:g} (wall {result.wall:.1f} s)"],
+            ["requests sent (measured run)", s.sent],
+            ["warm-up requests (checked, not timed)", 3 * result.clients],
+            ["requests failed", len(s.failures)],
+            ["bad inputs refused as expected", s.refused_as_expected],
+            ["session leaks", len(s.leaks)],
+            ["throughput (requests/s)", common.fmt(s.sent / result.wall if result.wall else None, 2)],
+            [
+                "p50 / p95 ms (all)",
+                f"{common.fmt(_ms(result.percentile(50)), 0)} / {common.fmt(_ms(result.percentile(95)), 0)}",
+            ],
+            ["app RSS MiB before warm-up", common.fmt(result.rss_mb["before warm-up"], 1)],
+            ["app RSS MiB at start (all clients warmed up)", common.fmt(result.rss_mb["start"], 1)],
+            ["app RSS MiB half-way", common.fmt(result.rss_mb["half"], 1)],
+            ["app RSS MiB at end", common.fmt(result.rss_mb["end"], 1)],
+            ["app RSS MiB max", common.fmt(result.rss_mb["max"], 1)],
+            ["oversize upload", result.oversize],
+        ],
+    )
     if result.rss_samples:
         step = max(1, len(result.rss_samples) // 12)
         timeline = ", ".join(f"{t:.0f}s {v:.0f}" for t, v in result.rss_samples[::step])
-        note(f"app RSS MiB over the run: {timeline}, end {result.rss_mb['end']:.0f}")
+        common.note(f"app RSS MiB over the run: {timeline}, end {result.rss_mb['end']:.0f}")
     for failure in sorted(set(s.failures))[:5]:
-        note(f"failed: {failure}")
+        common.note(f"failed: {failure}")
     for leak in sorted(set(s.leaks))[:5]:
-        note(f"LEAK: {leak}")
+        common.note(f"LEAK: {leak}")
 
 
 def _ms(seconds: float | None) -> float | None:
@@ -420,33 +459,36 @@ def _ms(seconds: float | None) -> float | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = base_parser(__doc__)
-    parser.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT,
-                        help="checkpoint folder (an untrained one is written when it does not exist)")
+    parser = common.base_parser(
+        __doc__, checkpoint="checkpoint folder (an untrained one is written when it does not exist)"
+    )
     parser.add_argument("--clients", type=int, default=32, help="concurrent sessions")
     parser.add_argument("--seconds", type=float, default=120.0, help="length of the measured run")
     parser.add_argument("--bad-fraction", type=float, default=0.1, help="share of deliberately bad requests")
     parser.add_argument("--clip-seconds", type=float, default=3.0, help="length of the clips sent")
-    parser.add_argument("--rss-slack-mb", type=float, default=64.0,
-                        help="largest RSS growth over the second half of the run that still counts as flat")
+    parser.add_argument("--rss-slack-mb", type=float, default=64.0, help="largest flat RSS growth in the second half")
     args = parser.parse_args(argv)
     if args.quick:
         args.clients, args.seconds = 2, 5.0
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(f"{NAME}: terminated"))  # so `finally` stops the app
-    print_header(NAME, f"checkpoint: {args.checkpoint}")
+    common.print_header(NAME, f"checkpoint: {args.checkpoint}")
     with tempfile.TemporaryDirectory(prefix="speakerdemo-load-") as tmp:
         folder = Path(tmp)
         checkpoint = args.checkpoint
         if not (checkpoint / "config.json").is_file():
             channels = 32 if args.quick else 256
             checkpoint = untrained_checkpoint(folder, channels)
-            note(f"no checkpoint at {args.checkpoint}: using an untrained ECAPA-TDNN {channels} (scores mean nothing)")
-        note(f"{args.clients} clients for {args.seconds:g} s, {100 * args.bad_fraction:.0f} % bad requests")
+            common.note(
+                f"no checkpoint at {args.checkpoint}: using an untrained ECAPA-TDNN {channels} (scores mean nothing)"
+            )
+        common.note(f"{args.clients} clients for {args.seconds:g} s, {100 * args.bad_fraction:.0f} % bad requests")
         result = run(checkpoint, args.clients, args.seconds, folder, args.data, args.bad_fraction, args.clip_seconds)
     print_result(result)
     flat = result.late_growth_mb <= args.rss_slack_mb or args.quick  # a 5-s run says nothing about memory
-    note(f"memory {'flat' if flat else 'NOT flat'}: {result.late_growth_mb:+.1f} MiB over the second half of the "
-         f"run (slack {args.rss_slack_mb:g} MiB); {result.growth_mb:+.1f} MiB over the whole measured run")
+    common.note(
+        f"memory {'flat' if flat else 'NOT flat'}: {result.late_growth_mb:+.1f} MiB over the second half of the "
+        f"run (slack {args.rss_slack_mb:g} MiB); {result.growth_mb:+.1f} MiB over the whole measured run"
+    )
     problems = result.stats.failures or result.stats.leaks or "ACCEPTED" in result.oversize or not flat
     return 1 if problems else 0
 

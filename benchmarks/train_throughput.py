@@ -1,19 +1,22 @@
 """Training throughput per encoder, and whether the real data loader keeps up with the train step.
 
 Part 1, the train step alone: for each encoder (transformer, conformer, ECAPA-TDNN 256 and 512),
-random audio crops (2 s, batch 32) through ``train.loop.TrainModel`` (log-mel, SpecAugment,
-encoder, AAM-softmax head), backward, gradient clipping and an AdamW step: what one iteration of
-``train.loop.fit`` does. Head, optimizer and SpecAugment come from the default recipe
-(train/configs/ecapa_speechocean.yaml); on CUDA the step runs under its bf16 autocast, as in
-training. Random audio is fine: no step depends on the content.
+random audio crops (2 s, batch 32) through ``train.loop.train_step``, the step ``train.loop.fit``
+takes: ``TrainModel`` (log-mel, SpecAugment, encoder, AAM-softmax head) under the recipe's autocast
+(bf16 on CUDA), backward, gradient clipping and an AdamW step. Head, optimizer and SpecAugment come
+from the augmented recipe (train/configs/ecapa_speechocean_augmented.yaml: the shipped recipe plus
+augmentation, so that part 2 has an augmenter to time). Random audio is fine: no step depends on
+the content.
 
-Part 2, the loader: a DataLoader over the real ``train.data.CropDataset`` (speechocean762 train
-clips, preloaded) with the recipe's ``train.augment.Augmenter`` (noise, babble, reverberation,
-speed), 1 and 2 workers. It times the loader alone (seconds per batch once the workers run), and
-the recipe's encoder training on the loader's batches; "loader + step" slower than "step alone"
-means the loader (or its competition for the cores) holds training back. On CUDA, the GPU busy
-fraction is the time between CUDA events around each step's work over the wall time: an upper
-bound of the real busy time, since it includes gaps inside a step.
+Part 2, the loader: a DataLoader over the crops ``train.prepare.crop_dataset`` makes for that
+recipe (speechocean762 train clips, preloaded, through its ``train.augment.Augmenter``: noise,
+babble, reverberation, speed; with fewer simulated rooms than the recipe's 200, since the cost
+per crop does not depend on their number), 1 and 2 workers. It times the loader alone (seconds
+per batch once the workers run), and the recipe's encoder training on the loader's batches;
+"loader + step" slower than "step alone" means the loader (or its competition for the cores)
+holds training back. On CUDA, the GPU busy fraction is the time between CUDA events around each
+step's work over the wall time: an upper bound of the real busy time, since it includes gaps
+inside a step.
 """
 
 from __future__ import annotations
@@ -21,24 +24,28 @@ from __future__ import annotations
 import random
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 if __package__ in (None, ""):  # run as a file: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch
-from torch import nn
 from torch.utils.data import DataLoader, RandomSampler
 
-from benchmarks.common import (
-    REPO_ROOT, SAMPLE_RATE, Timing, base_parser, data_or_skip, fmt, note, print_header, print_table, ratio,
-    set_threads, time_calls,
-)
+from benchmarks import common
+from speakerdemo.audio import SAMPLE_RATE
+from speakerdemo.encoder import resolve_device
+from train.config import OPTIMIZERS, build, load_config
+from train.data import label_map, manifest_source
+from train.loop import TrainModel, grad_scaler, train_step
+from train.prepare import crop_dataset
 
 NAME = "train_throughput"
-RECIPE = REPO_ROOT / "train" / "configs" / "ecapa_speechocean.yaml"
+RECIPE = common.REPO_ROOT / "train" / "configs" / "ecapa_speechocean_augmented.yaml"
 ENCODERS: dict[str, dict] = {
     "transformer": {"name": "transformer"},
     "conformer": {"name": "conformer"},
@@ -52,7 +59,7 @@ class StepResult:
     device: str
     encoder: str
     params: int
-    timing: Timing
+    timing: common.Timing
     batch: int
 
 
@@ -67,36 +74,30 @@ class LoaderResult:
 
 
 class Trainer:
-    """One model of the recipe, its optimizer, and the train step of ``train.loop.fit``."""
+    """One model of the recipe and its optimizer, stepped by ``train.loop.train_step`` as in ``fit``."""
 
     def __init__(self, cfg: dict, encoder: dict, classes: int, device: torch.device) -> None:
-        from speakerdemo.encoder import SpeakerEncoder
-        from train.augment import SpecAugment
-        from train.loop import TrainModel, build_optimizer
-
-        speaker_encoder = SpeakerEncoder(frontend=cfg["frontend"], encoder=encoder, head=cfg["head"],
-                                         classes=[str(i) for i in range(classes)])
-        aug = cfg["augment"]
-        specaug = SpecAugment(aug.get("spec_freq_mask", 0), aug.get("spec_time_mask", 0), aug.get("spec_prob", 0.0))
-        self.model = TrainModel(speaker_encoder, specaug).to(device).train()
-        self.optimizer = build_optimizer(self.model.parameters(), cfg["optim"])
+        self.model = TrainModel.from_config({**cfg, "encoder": encoder}, [str(i) for i in range(classes)])
+        self.model.to(device).train()
+        self.optimizer = build(OPTIMIZERS, cfg["optim"], self.model.parameters())
+        self.scaler = grad_scaler(device, cfg["train"]["amp"])
+        self.settings = cfg["train"]
         self.device = device
-        self.grad_clip = cfg["train"].get("grad_clip", 5.0)
-        self.bf16 = device.type == "cuda" and cfg["train"].get("amp") == "bf16"
 
     @property
     def params(self) -> int:
         return sum(p.numel() for p in self.model.encoder.model.parameters())
 
     def step(self, wav: torch.Tensor, labels: torch.Tensor) -> None:
-        wav = wav.to(self.device, non_blocking=True)
-        labels = labels.to(self.device, non_blocking=True)
-        with torch.autocast(self.device.type, torch.bfloat16, enabled=self.bf16):
-            loss, _ = self.model(wav, labels)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
-        self.optimizer.step()
+        train_step(
+            self.model,
+            self.optimizer,
+            wav.to(self.device, non_blocking=True),
+            labels.to(self.device, non_blocking=True),
+            amp=self.settings["amp"],
+            grad_clip=self.settings["grad_clip"],
+            scaler=self.scaler,
+        )
 
 
 def random_batch(batch: int, seconds: float, classes: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -116,34 +117,36 @@ def step_speeds(cfg: dict, devices: list[torch.device], args: Any) -> list[StepR
     for device in devices:
         for name, encoder in ENCODERS.items():
             trainer = Trainer(cfg, encoder, args.classes, device)
-            timing = time_calls(lambda: trainer.step(wav, labels), args.steps, args.warmup, sync_for(device))
+            timing = common.time_calls(partial(trainer.step, wav, labels), args.steps, args.warmup, sync_for(device))
             results.append(StepResult(device.type, name, trainer.params, timing, args.batch))
-            note(f"{device.type} {name}: {timing.median:.3f} s per step")
+            common.note(f"{device.type} {name}: {timing.median:.3f} s per step")
     return results
 
 
 # ----------------------------------------------------------------------------- part 2
-def crop_dataset(cfg: dict, corpus: Path, utterances: int, rirs: int, crop: float) -> Any:
-    """The recipe's CropDataset and Augmenter over a seeded sample of speechocean762 train clips."""
-    from train.augment import AugmentConfig, Augmenter, babble_source
-    from train.data import AudioStore, CropDataset, label_map, manifest_source
-
+def recipe_crops(cfg: dict, corpus: Path, utterances: int, rirs: int, crop: float) -> Any:
+    """The recipe's training crops and augmentation over a seeded sample of speechocean762 train clips."""
     utts = [u for u in manifest_source(corpus / "utterances.csv", corpus) if u.split == "train"]
     utts = random.Random(0).sample(utts, min(utterances, len(utts)))
-    aug = AugmentConfig(**{**cfg["augment"], "simulated_rirs": rirs})
-    store = AudioStore(utts, preload=True)
-    babble = babble_source(store, utts, int(crop * SAMPLE_RATE * 1.2))
-    return CropDataset(utts, label_map(utts), store, crop, Augmenter(aug, SAMPLE_RATE, babble, seed=0),
-                       speeds_as_speakers=aug.speeds_as_speakers, seed=0)
+    run = {**cfg, "data": {**cfg["data"], "crop_seconds": crop}, "augment": {**cfg["augment"], "simulated_rirs": rirs}}
+    return crop_dataset(run, utts, label_map(utts))
 
 
 def make_loader(dataset: Any, batch: int, workers: int, batches: int, device: torch.device) -> DataLoader:
     """As in ``train.loop.fit`` (prefetch 4, pinned memory on CUDA), sampling with replacement so
     that a small sample of clips still gives ``batches`` batches after the first."""
-    sampler = RandomSampler(dataset, replacement=True, num_samples=(batches + 1) * batch,
-                            generator=torch.Generator().manual_seed(0))
-    return DataLoader(dataset, batch, sampler=sampler, num_workers=workers, drop_last=True,
-                      pin_memory=device.type == "cuda", prefetch_factor=4 if workers else None)
+    sampler = RandomSampler(
+        dataset, replacement=True, num_samples=(batches + 1) * batch, generator=torch.Generator().manual_seed(0)
+    )
+    return DataLoader(
+        dataset,
+        batch,
+        sampler=sampler,
+        num_workers=workers,
+        drop_last=True,
+        pin_memory=device.type == "cuda",
+        prefetch_factor=4 if workers else None,
+    )
 
 
 def loader_alone(dataset: Any, batch: int, workers: int, batches: int, device: torch.device) -> float:
@@ -156,7 +159,9 @@ def loader_alone(dataset: Any, batch: int, workers: int, batches: int, device: t
     return (time.perf_counter() - start) / batches
 
 
-def loader_and_step(trainer: Trainer, dataset: Any, batch: int, workers: int, batches: int) -> tuple[float, float | None]:
+def loader_and_step(
+    trainer: Trainer, dataset: Any, batch: int, workers: int, batches: int
+) -> tuple[float, float | None]:
     """Seconds per training step fed by the loader, and the GPU busy fraction on CUDA."""
     cuda = trainer.device.type == "cuda"
     it = iter(make_loader(dataset, batch, workers, batches, trainer.device))
@@ -182,75 +187,107 @@ def loader_and_step(trainer: Trainer, dataset: Any, batch: int, workers: int, ba
 
 
 def loader_speeds(cfg: dict, corpus: Path, devices: list[torch.device], args: Any) -> list[LoaderResult]:
-    dataset = crop_dataset(cfg, corpus, args.loader_utts, args.rirs, args.crop)
+    dataset = recipe_crops(cfg, corpus, args.loader_utts, args.rirs, args.crop)
     wav, labels = random_batch(args.batch, args.crop, args.classes)
     results = []
     for device in devices:
         trainer = Trainer(cfg, cfg["encoder"], args.classes, device)
-        step = time_calls(lambda: trainer.step(wav, labels), args.steps, args.warmup, sync_for(device)).median
+        step = common.time_calls(partial(trainer.step, wav, labels), args.steps, args.warmup, sync_for(device)).median
         for workers in args.workers:
             alone = loader_alone(dataset, args.batch, workers, args.loader_batches, device)
             combined, busy = loader_and_step(trainer, dataset, args.batch, workers, args.loader_batches)
             results.append(LoaderResult(device.type, workers, alone, step, combined, busy))
-            note(f"{device.type} loader with {workers} worker(s): {alone:.3f} s per batch alone, "
-                 f"{combined:.3f} s per step with training")
+            common.note(
+                f"{device.type} loader with {workers} worker(s): {alone:.3f} s per batch alone, "
+                f"{combined:.3f} s per step with training"
+            )
     return results
 
 
 def main(argv: list[str] | None = None) -> int:
-    from train.config import load_config
-
-    parser = base_parser(__doc__)
-    parser.add_argument("--batch", type=int, default=32, help="crops per step")
-    parser.add_argument("--crop", type=float, default=2.0, help="crop seconds")
-    parser.add_argument("--steps", type=int, default=10, help="timed steps per encoder")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed steps first")
-    parser.add_argument("--classes", type=int, default=978,
-                        help="head size; the default recipe's: (125 speechocean + 201 LibriSpeech) speakers x 3 speeds")
-    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads of the training process")
-    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="DataLoader worker counts")
-    parser.add_argument("--loader-batches", type=int, default=10, help="timed batches per loader run")
-    parser.add_argument("--loader-utts", type=int, default=500, help="speechocean762 train clips preloaded")
-    parser.add_argument("--rirs", type=int, default=20,
-                        help="simulated room impulse responses (the recipe's 200 take minutes to simulate; "
-                             "the cost per crop does not depend on how many there are)")
-    parser.add_argument("--devices", nargs="+", choices=["cpu", "cuda"],
-                        help="default: cpu, and cuda when available")
+    parser = common.base_parser(__doc__)
+    step = parser.add_argument_group("part 1, the train step")
+    step.add_argument("--batch", type=int, default=32, help="crops per step")
+    step.add_argument("--crop", type=float, default=2.0, help="crop seconds")
+    step.add_argument("--classes", type=int, default=978, help="head size: the recipe's 326 speakers x 3 speeds")
+    step.add_argument("--steps", type=int, default=10, help="timed steps per encoder")
+    step.add_argument("--warmup", type=int, default=3, help="untimed steps first")
+    step.add_argument("--threads", type=int, default=2, help="torch intra-op threads of the training process")
+    loader = parser.add_argument_group("part 2, the loader")
+    loader.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="DataLoader worker counts")
+    loader.add_argument("--loader-batches", type=int, default=10, help="timed batches per loader run")
+    loader.add_argument("--loader-utts", type=int, default=500, help="speechocean762 train clips preloaded")
+    loader.add_argument("--rirs", type=int, default=20, help="rooms to simulate (the recipe's 200 take minutes)")
+    parser.add_argument("--devices", nargs="+", choices=["cpu", "cuda"], help="default: cpu, and cuda when available")
     args = parser.parse_args(argv)
     if args.quick:
         args.batch, args.crop, args.steps, args.warmup = 4, 0.5, 2, 1
         args.loader_batches, args.loader_utts, args.rirs = 2, 16, 2
-    set_threads(args.threads)
-    devices = [torch.device(d) for d in (args.devices or ["cpu"] + (["cuda"] if torch.cuda.is_available() else []))]
+    common.set_threads(args.threads)
+    devices = [torch.device(d) for d in args.devices or sorted({"cpu", resolve_device(None).type})]
     cfg = load_config(RECIPE, [])
-    print_header(NAME, f"batch {args.batch} x {args.crop:g} s crops")
-    note(f"recipe: {RECIPE.relative_to(REPO_ROOT)}; median of {args.steps} steps after {args.warmup} warm-up")
+    common.print_header(NAME, f"batch {args.batch} x {args.crop:g} s crops")
+    common.note(
+        f"recipe: {RECIPE.relative_to(common.REPO_ROOT)}; median of {args.steps} steps after {args.warmup} warm-up"
+    )
 
     steps = step_speeds(cfg, devices, args)
-    print_table(
+    common.print_table(
         ["device", "encoder", "params M", "s/step", "samples/s", "spread"],
-        [[r.device, r.encoder, fmt(r.params / 1e6, 2), fmt(r.timing.median, 3),
-          fmt(r.batch / r.timing.median, 1), fmt(r.timing.spread, 2)] for r in steps],
+        [
+            [
+                r.device,
+                r.encoder,
+                common.fmt(r.params / 1e6, 2),
+                common.fmt(r.timing.median, 3),
+                common.fmt(r.batch / r.timing.median, 1),
+                common.fmt(r.timing.spread, 2),
+            ]
+            for r in steps
+        ],
     )
     by_name = {(r.device, r.encoder): r.timing.median for r in steps}
     print("\nStep time relative to ecapa_tdnn 256 (the default recipe's encoder):")
-    print_table(["device", "encoder", "s/step ratio"],
-                [[r.device, r.encoder, ratio(r.timing.median, by_name.get((r.device, "ecapa_tdnn 256")))]
-                 for r in steps])
+    common.print_table(
+        ["device", "encoder", "s/step common.ratio"],
+        [
+            [r.device, r.encoder, common.ratio(r.timing.median, by_name.get((r.device, "ecapa_tdnn 256")))]
+            for r in steps
+        ],
+    )
 
-    corpus = data_or_skip(args.data, "speechocean762")
+    corpus = common.data_or_skip(args.data, "speechocean762")
     if corpus is None:
         return 0
     loaders = loader_speeds(cfg, corpus, devices, args)
     encoder = cfg["encoder"]
     print(f"\nLoader vs train step ({encoder['name']} {encoder.get('channels', '')}, s per batch of {args.batch}):")
-    print_table(
-        ["device", "workers", "loader alone", "step alone", "loader + step", "loader / step",
-         "(loader + step) / step", "GPU busy"],
-        [[r.device, r.workers, fmt(r.loader, 3), fmt(r.step, 3), fmt(r.combined, 3), ratio(r.loader, r.step),
-          ratio(r.combined, r.step), "n/a" if r.busy is None else f"{100 * r.busy:.0f} %"] for r in loaders],
+    common.print_table(
+        [
+            "device",
+            "workers",
+            "loader alone",
+            "step alone",
+            "loader + step",
+            "loader / step",
+            "(loader + step) / step",
+            "GPU busy",
+        ],
+        [
+            [
+                r.device,
+                r.workers,
+                common.fmt(r.loader, 3),
+                common.fmt(r.step, 3),
+                common.fmt(r.combined, 3),
+                common.ratio(r.loader, r.step),
+                common.ratio(r.combined, r.step),
+                "n/a" if r.busy is None else f"{100 * r.busy:.0f} %",
+            ]
+            for r in loaders
+        ],
     )
-    note("loader / step <= 1: the loader alone is fast enough; (loader + step) / step near 1: it does keep up")
+    common.note("loader / step <= 1: the loader alone is fast enough; (loader + step) / step near 1: it does keep up")
     return 0
 
 

@@ -14,18 +14,36 @@ import httpx2
 import huggingface_hub
 import pytest
 import yaml
+from conftest import tiny_encoder
 from huggingface_hub import CommitInfo, HfApi, ModelCard
 from huggingface_hub.errors import HfHubHTTPError
 
 from speakerdemo.encoder import SpeakerEncoder
 from train.hub import HubError, add_arguments, model_card, push, run, write_model_card
 
-METRICS = {"checkpoint": "runs/x/model", "trials": "speechocean762/trials_test.txt", "n_trials": 4000,
-           "eer": 0.034, "eer_threshold": 0.41, "min_dcf_0.01": 0.3, "min_dcf_0.05": 0.2}
-DATA = [{"name": "speechocean762", "licence": "Apache-2.0", "url": "https://www.openslr.org/101/",
-         "attribution": "Zhang et al., speechocean762, Interspeech 2021.", "hub_id": "mispeech/speechocean762"},
-        {"name": "LibriSpeech train-clean-100", "licence": "CC BY 4.0",
-         "attribution": "Panayotov et al., LibriSpeech, ICASSP 2015."}]
+METRICS = {
+    "checkpoint": "runs/x/model",
+    "trials": "speechocean762/trials_test.txt",
+    "n_trials": 4000,
+    "eer": 0.034,
+    "eer_threshold": 0.41,
+    "min_dcf_0.01": 0.3,
+    "min_dcf_0.05": 0.2,
+}
+DATA = [
+    {
+        "name": "speechocean762",
+        "licence": "Apache-2.0",
+        "url": "https://www.openslr.org/101/",
+        "attribution": "Zhang et al., speechocean762, Interspeech 2021.",
+        "hub_id": "mispeech/speechocean762",
+    },
+    {
+        "name": "LibriSpeech train-clean-100",
+        "licence": "CC BY 4.0",
+        "attribution": "Panayotov et al., LibriSpeech, ICASSP 2015.",
+    },
+]
 COMMIT_URL = "https://huggingface.co/me/ecapa/commit/0123456789abcdef"
 
 
@@ -58,8 +76,7 @@ def hub(monkeypatch: pytest.MonkeyPatch) -> list[dict]:
 
 @pytest.fixture
 def encoder() -> SpeakerEncoder:
-    return SpeakerEncoder(encoder={"name": "ecapa_tdnn", "channels": 32}, head={"name": "aam_softmax"},
-                          classes=["a", "b"])
+    return tiny_encoder(32, head={"name": "aam_softmax"}, classes=["a", "b"])
 
 
 @pytest.fixture
@@ -68,7 +85,8 @@ def checkpoint(tmp_path: Path, encoder: SpeakerEncoder) -> Path:
     folder = tmp_path / "run" / "model"
     encoder.save_pretrained(folder)
     (tmp_path / "run" / "config.yaml").write_text(
-        yaml.safe_dump({"seed": 0, "command": "python -m train fit --config train/configs/x.yaml"}))
+        yaml.safe_dump({"seed": 0, "command": "python -m train fit --config train/configs/x.yaml"})
+    )
     return folder
 
 
@@ -89,8 +107,7 @@ def test_card_metadata_carries_library_tags_licence_and_results(checkpoint: Path
     meta = front_matter(card)
     assert meta["library_name"] == "speakerdemo"
     assert meta["license"] == "apache-2.0"
-    assert meta["tags"] == ["speaker-verification", "speaker-identification", "speaker-embedding", "audio",
-                            "pytorch"]
+    assert meta["tags"] == ["speaker-verification", "speaker-identification", "speaker-embedding", "audio", "pytorch"]
     assert meta["datasets"] == ["mispeech/speechocean762", "LibriSpeech train-clean-100"]
     (entry,) = meta["model-index"]
     (result,) = entry["results"]
@@ -104,8 +121,14 @@ def test_card_metadata_carries_library_tags_licence_and_results(checkpoint: Path
 
 def test_card_body_documents_model_data_command_and_use(checkpoint: Path, encoder: SpeakerEncoder) -> None:
     extra = "## Comparison\n\n| model | EER (%) |\n|---|---|\n| baseline | 5.0 |\n"
-    card = model_card(checkpoint, metrics=METRICS, command="python -m train fit --set train.steps=3000",
-                      data=DATA, extra_sections=extra, repo_id="me/ecapa")
+    card = model_card(
+        checkpoint,
+        metrics=METRICS,
+        command="python -m train fit --set train.steps=3000",
+        data=DATA,
+        extra_sections=extra,
+        repo_id="me/ecapa",
+    )
     encoder_params = sum(p.numel() for p in encoder.model.parameters())
     head_params = sum(p.numel() for p in encoder.head.parameters())
     assert "`ecapa_tdnn` (channels=32)" in card
@@ -148,8 +171,14 @@ def test_push_uploads_weights_config_and_card(checkpoint: Path, hub: list[dict])
     url = push(checkpoint, "me/ecapa", token="hf_argument", private=True, commit_message="v1")
     assert url == COMMIT_URL
     create, upload = hub
-    assert create == {"call": "create_repo", "token": "hf_argument", "repo_id": "me/ecapa", "repo_type": "model",
-                      "private": True, "exist_ok": True}
+    assert create == {
+        "call": "create_repo",
+        "token": "hf_argument",
+        "repo_id": "me/ecapa",
+        "repo_type": "model",
+        "private": True,
+        "exist_ok": True,
+    }
     assert upload["repo_id"] == "me/ecapa" and upload["repo_type"] == "model"
     assert Path(upload["folder_path"]) == checkpoint
     assert upload["allow_patterns"] == ["config.json", "model.safetensors", "README.md"]
@@ -160,8 +189,9 @@ def test_push_uploads_weights_config_and_card(checkpoint: Path, hub: list[dict])
 
 
 def test_push_keeps_a_card_written_before(checkpoint: Path, hub: list[dict]) -> None:
-    card = write_model_card(checkpoint, metrics=METRICS, command=None, data=DATA,
-                            extra_sections="## Hand-written notes\n").read_text()
+    card = write_model_card(
+        checkpoint, metrics=METRICS, command=None, data=DATA, extra_sections="## Hand-written notes\n"
+    ).read_text()
     push(checkpoint, "me/ecapa", token="hf_argument")
     assert hub[1]["card"] == card
 
@@ -179,8 +209,9 @@ def test_malformed_repo_id_fails_before_any_client_call(checkpoint: Path, hub: l
     assert hub == []
 
 
-def test_cli_takes_the_token_from_hf_token(checkpoint: Path, hub: list[dict], tmp_path: Path,
-                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_takes_the_token_from_hf_token(
+    checkpoint: Path, hub: list[dict], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("HF_TOKEN", "hf_from_environment")
     metrics = tmp_path / "metrics.json"
     metrics.write_text(json.dumps(METRICS))
@@ -195,13 +226,19 @@ def test_cli_without_any_token_says_how_to_give_one(checkpoint: Path, hub: list[
     assert hub == []
 
 
-@pytest.mark.parametrize("error", [
-    httpx2.ConnectError("[Errno -2] Name or service not known"),
-    HfHubHTTPError("401 Client Error: Unauthorized", response=httpx2.Response(
-        401, request=httpx2.Request("POST", "https://huggingface.co/api/repos/create"))),
-])
-def test_hub_failures_are_one_clear_line(checkpoint: Path, monkeypatch: pytest.MonkeyPatch, capsys,
-                                         error: Exception) -> None:
+@pytest.mark.parametrize(
+    "error",
+    [
+        httpx2.ConnectError("[Errno -2] Name or service not known"),
+        HfHubHTTPError(
+            "401 Client Error: Unauthorized",
+            response=httpx2.Response(401, request=httpx2.Request("POST", "https://huggingface.co/api/repos/create")),
+        ),
+    ],
+)
+def test_hub_failures_are_one_clear_line(
+    checkpoint: Path, monkeypatch: pytest.MonkeyPatch, capsys, error: Exception
+) -> None:
     def create_repo(self: HfApi, repo_id: str, **kwargs) -> str:
         raise error
 
@@ -212,14 +249,28 @@ def test_hub_failures_are_one_clear_line(checkpoint: Path, monkeypatch: pytest.M
     assert str(error) in err
 
 
-def test_card_only_writes_the_card_without_contacting_the_hub(checkpoint: Path, hub: list[dict],
-                                                             tmp_path: Path) -> None:
+def test_card_only_writes_the_card_without_contacting_the_hub(
+    checkpoint: Path, hub: list[dict], tmp_path: Path
+) -> None:
     data = tmp_path / "data.yaml"
     data.write_text(yaml.safe_dump(DATA))
     extra = tmp_path / "extra.md"
     extra.write_text("## Ablations\n\n| variant | EER (%) |\n")
-    assert _run(str(checkpoint), "--repo-id", "me/ecapa", "--data-info", str(data), "--extra", str(extra),
-                "--license", "cc-by-4.0", "--card-only") == 0
+    assert (
+        _run(
+            str(checkpoint),
+            "--repo-id",
+            "me/ecapa",
+            "--data-info",
+            str(data),
+            "--extra",
+            str(extra),
+            "--license",
+            "cc-by-4.0",
+            "--card-only",
+        )
+        == 0
+    )
     card = (checkpoint / "README.md").read_text()
     assert front_matter(card)["license"] == "cc-by-4.0"
     assert "```bash\npython -m train fit --config train/configs/x.yaml\n```" in card

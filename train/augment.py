@@ -8,9 +8,9 @@ perturbation 0.9/1.1 (optionally as new speakers), random gain, and SpecAugment.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import soxr
@@ -20,32 +20,57 @@ from scipy.signal import fftconvolve
 
 from speakerdemo.audio import load_audio
 
+PHONE_RATE = 8000  # samples per second of a phone line (G.711)
+# The settings that switch a waveform augmentation on (the others only parameterise one).
+WAVEFORM_SWITCHES = (
+    "noise_dir",
+    "coloured_noise",
+    "babble",
+    "rir_dir",
+    "simulated_rirs",
+    "speeds",
+    "telephone_prob",
+    "gain_db",
+)
 # MUSAN categories and the SNR ranges (dB) of the Kaldi/WeSpeaker recipes.
 SNR_RANGES: dict[str, tuple[float, float]] = {
-    "noise": (0.0, 15.0), "music": (5.0, 15.0), "speech": (13.0, 20.0),
-    "coloured": (0.0, 15.0), "babble": (13.0, 20.0),
+    "noise": (0.0, 15.0),
+    "music": (5.0, 15.0),
+    "speech": (13.0, 20.0),
+    "coloured": (0.0, 15.0),
+    "babble": (13.0, 20.0),
 }
 
 
-@dataclass
+@dataclass(frozen=True)
 class AugmentConfig:
-    """Online augmentation; stored in the run's resolved config."""
+    """The ``augment`` section of a resolved config; its defaults are in ``train.config.DEFAULTS``.
 
-    prob: float = 0.6                     # chance that a crop gets noise and/or reverberation
-    noise_dir: str | None = None          # MUSAN layout: noise/ music/ speech/ sub-folders
-    coloured_noise: bool = True           # synthetic white/pink/brown noise
-    babble: bool = True                   # 3-6 other training clips mixed together
-    rir_dir: str | None = None            # recorded room impulse responses (*.wav)
-    simulated_rirs: int = 0               # room impulse responses to simulate with pyroomacoustics
-    reverb_prob: float = 0.5              # share of augmented crops that get reverberation
-    speeds: list[float] = field(default_factory=list)  # e.g. [0.9, 1.1]
-    speed_prob: float = 0.3
-    speeds_as_speakers: bool = False      # a speed-perturbed speaker is a new class
-    telephone_prob: float = 0.0           # share of crops sent through an 8 kHz line (half of them mu-law coded)
-    gain_db: float = 6.0
-    spec_freq_mask: int = 8               # SpecAugment widths (0 disables)
-    spec_time_mask: int = 10
-    spec_prob: float = 0.6
+    Each component is on only when its own setting is: noise from ``noise_dir``, ``coloured_noise``,
+    ``babble``, reverberation from ``rir_dir`` or ``simulated_rirs``, ``speeds``, the phone line
+    (``telephone_prob``), ``gain_db`` and SpecAugment (``spec_freq_mask``/``spec_time_mask``). The
+    other settings only parameterise a component, so naming one switches nothing on.
+    """
+
+    noise_dir: str | None  # MUSAN layout: noise/ music/ speech/ sub-folders
+    coloured_noise: bool  # synthetic white/pink/brown noise
+    babble: bool  # 3-6 other training clips mixed together
+    rir_dir: str | None  # recorded room impulse responses (*.wav)
+    simulated_rirs: int  # room impulse responses to simulate with pyroomacoustics
+    prob: float  # chance that a crop gets noise and/or reverberation, when either is on
+    reverb_prob: float  # share of those crops that get reverberation
+    speeds: list[float]  # speed perturbation, e.g. [0.9, 1.1]
+    speed_prob: float
+    speeds_as_speakers: bool  # a speed-perturbed speaker is a new class
+    telephone_prob: float  # share of crops sent through an 8 kHz line (half of them mu-law coded)
+    gain_db: float  # random gain within +-gain_db
+    spec_freq_mask: int  # SpecAugment mask widths (bands, frames)
+    spec_time_mask: int
+    spec_prob: float  # share of feature crops that SpecAugment masks, when it is on
+
+    def waveform_components(self) -> list[str]:
+        """The waveform augmentations this config switches on, by setting name ([] means none runs)."""
+        return [name for name in WAVEFORM_SWITCHES if getattr(self, name)]
 
 
 def _normalise(x: np.ndarray) -> np.ndarray:
@@ -69,27 +94,32 @@ def simulate_rirs(count: int, sample_rate: int, seed: int) -> list[np.ndarray]:
     rirs = []
     while len(rirs) < count:
         dims = rng.uniform([3, 3, 2.4], [12, 10, 4])
-        room = pra.ShoeBox(dims, fs=sample_rate, materials=pra.Material(float(rng.uniform(0.15, 0.8))),
-                           max_order=int(rng.integers(6, 17)))
+        room = pra.ShoeBox(
+            dims,
+            fs=sample_rate,
+            materials=pra.Material(float(rng.uniform(0.15, 0.8))),
+            max_order=int(rng.integers(6, 17)),
+        )
         room.add_source(rng.uniform(0.5, dims - 0.5))
         room.add_microphone(rng.uniform(0.5, dims - 0.5))
         room.compute_rir()
-        rir = np.asarray(room.rir[0][0], dtype=np.float32)[: sample_rate]
-        rirs.append(rir / np.sqrt(np.sum(rir ** 2)))
+        rir = np.asarray(room.rir[0][0], dtype=np.float32)[:sample_rate]
+        rirs.append(rir / np.sqrt(np.sum(rir**2)))
     return rirs
 
 
 def _read_folder(folder: Path, sample_rate: int, max_seconds: float | None = None) -> list[np.ndarray]:
     return [
         load_audio(p, sample_rate, max_seconds=max_seconds, min_speech_seconds=0.0, max_bytes=None)
-        for p in sorted(folder.rglob("*")) if p.suffix.lower() in (".wav", ".flac", ".ogg", ".opus")
+        for p in sorted(folder.rglob("*"))
+        if p.suffix.lower() in (".wav", ".flac", ".ogg", ".opus")
     ]
 
 
 def mix_at_snr(speech: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarray:
     """Add ``noise`` scaled so that speech power / noise power = ``snr_db``."""
-    p_speech = np.mean(speech ** 2) + 1e-10
-    p_noise = np.mean(noise ** 2) + 1e-10
+    p_speech = np.mean(speech**2) + 1e-10
+    p_noise = np.mean(noise**2) + 1e-10
     return speech + noise * np.sqrt(p_speech / (p_noise * 10 ** (snr_db / 10)))
 
 
@@ -97,12 +127,12 @@ def telephone(wav: np.ndarray, sample_rate: int, mu_law: bool) -> np.ndarray:
     """The crop as a phone line delivers it: band-limited to 4 kHz by a round trip through 8 kHz
     and, with ``mu_law``, quantised to 8-bit G.711 mu-law. Phone audio is what the app hears that
     speechocean762 and LibriSpeech (16 kHz studio-like recordings) never show a model."""
-    narrow = soxr.resample(wav, sample_rate, 8000, quality="MQ")
+    narrow = soxr.resample(wav, sample_rate, PHONE_RATE, quality="MQ")
     if mu_law:
         peak = max(float(np.max(np.abs(narrow))), 1e-6)
         codes = torchaudio.functional.mu_law_encoding(torch.from_numpy(narrow / peak), 256)
         narrow = peak * torchaudio.functional.mu_law_decoding(codes, 256).numpy()
-    back = soxr.resample(narrow, 8000, sample_rate, quality="MQ")
+    back = soxr.resample(narrow, PHONE_RATE, sample_rate, quality="MQ")
     out = np.zeros(len(wav), np.float32)
     out[: min(len(wav), len(back))] = back[: len(wav)]
     return out
@@ -116,7 +146,13 @@ class Augmenter:
     longer than needed so that a speed change still fills the crop.
     """
 
-    def __init__(self, config: AugmentConfig, sample_rate: int, crop_source: Callable[[np.random.Generator], np.ndarray] | None = None, seed: int = 0) -> None:
+    def __init__(
+        self,
+        config: AugmentConfig,
+        sample_rate: int,
+        crop_source: Callable[[np.random.Generator], np.ndarray] | None = None,
+        seed: int = 0,
+    ) -> None:
         self.config = config
         self.sample_rate = sample_rate
         self.babble_source = crop_source if config.babble else None
@@ -128,7 +164,7 @@ class Augmenter:
                     self.noises[category] = _read_folder(folder, sample_rate, max_seconds=None)
         self.rirs: list[np.ndarray] = []
         if config.rir_dir:
-            self.rirs += [r / np.sqrt(np.sum(r ** 2) + 1e-10) for r in _read_folder(Path(config.rir_dir), sample_rate)]
+            self.rirs += [r / np.sqrt(np.sum(r**2) + 1e-10) for r in _read_folder(Path(config.rir_dir), sample_rate)]
         if config.simulated_rirs:
             self.rirs += simulate_rirs(config.simulated_rirs, sample_rate, seed)
 
@@ -198,7 +234,8 @@ class SpecAugment(torch.nn.Module):
         self.time = torchaudio.transforms.TimeMasking(time_mask, iid_masks=True) if time_mask else None
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.prob <= 0:
+        # Off means untouched, and no draw from the global generator (which dropout shares).
+        if not self.training or self.prob <= 0 or (self.freq is None and self.time is None):
             return feats
         x = feats.transpose(1, 2).unsqueeze(1)
         masked = x
@@ -206,17 +243,5 @@ class SpecAugment(torch.nn.Module):
             masked = self.freq(masked)
         if self.time is not None:
             masked = self.time(masked)
-        chosen = (torch.rand(x.shape[0], 1, 1, 1, device=x.device) < self.prob)
+        chosen = torch.rand(x.shape[0], 1, 1, 1, device=x.device) < self.prob
         return torch.where(chosen, masked, x).squeeze(1).transpose(1, 2)
-
-
-def babble_source(store, utts: Sequence, crop_samples: int) -> Callable[[np.random.Generator], np.ndarray]:
-    """Crops of random training clips, for babble noise."""
-    from .data import random_crop
-
-    paths = [str(u.file) for u in utts if str(u.file) in store.readable]
-
-    def draw(rng: np.random.Generator) -> np.ndarray:
-        return random_crop(store.get(paths[int(rng.integers(len(paths)))]), crop_samples, rng)
-
-    return draw

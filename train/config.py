@@ -1,7 +1,10 @@
-"""Run configuration: defaults, YAML files, ``--set key.sub=value`` overrides, and early checks.
+"""Run configuration: the one place every setting gets its default, YAML files, ``--set key.sub=value``
+overrides, and early checks.
 
-The checks run before any data is read, so that a misspelt encoder name costs a second, not the
-minutes a large data set takes to preload.
+``load_config`` resolves a run's settings completely: every setting the training code reads is in
+its result, so the code never falls back to a default of its own and config.yaml in the run folder
+records every value a run used. The checks run before any data is read, so that a misspelt setting
+costs a second, not the minutes a large data set takes to preload.
 """
 
 from __future__ import annotations
@@ -9,6 +12,8 @@ from __future__ import annotations
 import copy
 import inspect
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,35 +23,112 @@ from speakerdemo.features import frontend_config
 from speakerdemo.losses import HEADS
 from speakerdemo.models import ENCODERS
 
-OPTIMIZERS = ("adamw", "sgd")
-SCHEDULES = ("cosine", "step", "multistep", "exponential", "plateau", "cyclic")
+from . import optim
+
+
+@dataclass(frozen=True)
+class Choice:
+    """A component that a config section picks by ``name``: the function that builds it and the
+    defaults of its options. The options are the function's keyword-only parameters; one without a
+    default here must be given in the config."""
+
+    build: Callable[..., Any]
+    defaults: dict[str, Any]
+
+    @property
+    def options(self) -> list[str]:
+        parameters = inspect.signature(self.build).parameters.values()
+        return [p.name for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY]
+
+
+OPTIMIZERS: dict[str, Choice] = {
+    "adamw": Choice(optim.adamw, {"lr": 1e-3, "weight_decay": 2e-5}),
+    "sgd": Choice(optim.sgd, {"momentum": 0.9, "weight_decay": 1e-4}),
+}
+SCHEDULES: dict[str, Choice] = {
+    "cosine": Choice(optim.cosine, {"warmup_steps": 200, "min_lr_ratio": 0.0}),
+    "step": Choice(optim.step, {"gamma": 0.5}),
+    "multistep": Choice(optim.multistep, {"gamma": 0.1}),
+    "exponential": Choice(optim.exponential, {}),
+    "plateau": Choice(optim.plateau, {"gamma": 0.5, "patience": 2}),
+    "cyclic": Choice(optim.cyclic, {"base_lr": None, "step_size_up": 2000}),
+}
 # Sections that pick a component by ``name``: the defaults' other keys belong to the default
 # component, so a file that names another one replaces the section instead of merging into it.
+# Encoder and head options default in their speakerdemo constructors (checkpoints record them).
 NAMED_SECTIONS = ("encoder", "head", "optim", "schedule")
+
+# A ``data.sources`` entry by ``type``: its required options, then its optional ones with their defaults.
+# ``split`` keeps the manifest rows of one split; ``hold_out_speakers`` keeps that many speakers out of
+# training for the validation EER; ``repeats`` is crops per clip and epoch (long files can give several).
+SOURCES: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
+    "folder": (("root",), {"hold_out_speakers": 0, "repeats": 1}),
+    "manifest": (("root", "manifest"), {"split": None, "hold_out_speakers": 0, "repeats": 1}),
+    "voxceleb": (("root", "list"), {"hold_out_speakers": 0, "repeats": 1}),
+    "hw4": (("root",), {}),
+}
+DEFAULT_SOURCE_TYPE = "folder"
+BEST_METRICS = ("val_eer", "val_accuracy")
 
 DEFAULTS: dict[str, Any] = {
     "seed": 0,
-    "device": None,
+    "device": None,  # None: CUDA when available
+    "run_dir": "runs/latest",  # --run-dir overrides it
+    "command": None,  # the command line that started the run, written by ``fit``
     "data": {
-        "sources": [],
-        "preload": True,
+        "sources": [],  # entries as SOURCES describes
+        "preload": True,  # decoded clips held in memory (int16)
         "split": {"kind": "utterance", "val_fraction": 0.0, "val_speakers": 0, "folds": 5, "fold": 0},
-        "trials": None,
+        "trials": None,  # {file, root}: a trial list for the validation EER
+        # Without a trial list, the validation EER is measured on every pair of these segments of the
+        # held-out speakers' clips (hold_out_speakers of a source, or the speakers of a speaker split).
+        "holdout_trials": {"segment_seconds": 3.0, "segments_per_speaker": 4},
         "crop_seconds": 2.0,
     },
-    "frontend": {},
+    "frontend": {},  # speakerdemo.features.frontend_config: a preset plus settings
     "encoder": {"name": "ecapa_tdnn", "channels": 512},
     "head": {"name": "aam_softmax", "scale": 30.0, "margin": 0.2},
-    "augment": {},
-    "optim": {"name": "adamw", "lr": 1e-3, "weight_decay": 2e-5},
-    "schedule": {"name": "cosine", "warmup_steps": 200},
+    # Each augmentation component is off unless the recipe switches it on with its own setting (see
+    # train.augment.AugmentConfig); prob, reverb_prob, speed_prob and spec_prob only parameterise one.
+    "augment": {
+        "noise_dir": None,
+        "coloured_noise": False,
+        "babble": False,
+        "rir_dir": None,
+        "simulated_rirs": 0,
+        "prob": 0.6,
+        "reverb_prob": 0.5,
+        "speeds": [],
+        "speed_prob": 0.3,
+        "speeds_as_speakers": False,
+        "telephone_prob": 0.0,
+        "gain_db": 0.0,
+        "spec_freq_mask": 0,
+        "spec_time_mask": 0,
+        "spec_prob": 0.6,
+    },
+    "optim": {"name": "adamw"},  # and OPTIMIZERS' defaults for the named one
+    "schedule": {"name": "cosine"},  # and SCHEDULES' defaults for the named one
     "train": {
-        "steps": 1000, "batch_size": 64, "num_workers": 2, "amp": "bf16", "grad_clip": 5.0,
-        "compile": False, "log_every": 10, "validate_every": 500, "checkpoint_every": 250,
-        "best_metric": "val_eer", "margin_warmup_start": 0, "margin_warmup_steps": 0,
-        "long_crop_seconds": 0.0, "long_crop_from": 1.0, "init_from": None,
+        "steps": 1000,
+        "batch_size": 64,  # per process
+        "num_workers": 2,  # DataLoader workers; waveform augmentation runs in them
+        "amp": "bf16",  # autocast on CUDA: bf16, or fp16 with a GradScaler; anything else runs fp32
+        "grad_clip": 5.0,
+        "compile": False,  # torch.compile the encoder
+        "log_every": 10,
+        "validate_every": 500,
+        "checkpoint_every": 250,  # training state (state.pt) for --resume
+        "best_metric": "val_eer",  # what picks best/: EER on held-out speakers, or val_accuracy
+        "margin_warmup_start": 0,  # margin 0 until this step, then linear to the head's margin ...
+        "margin_warmup_steps": 0,  # ... over this many steps
+        "long_crop_seconds": 0.0,  # longer crops late in training (0: never) ...
+        "long_crop_from": 1.0,  # ... from this fraction of the steps on
+        "init_from": None,  # a checkpoint folder to fine-tune
     },
 }
+# Sections whose settings are all listed in DEFAULTS: unknown keys are refused, missing ones filled.
+FIXED_SECTIONS = ("data", "augment", "train")
 
 
 class ConfigError(ValueError):
@@ -102,37 +184,97 @@ def apply_override(cfg: dict, assignment: str) -> None:
     node[keys[-1]] = parse_yaml(raw)
 
 
-def _options(component: type, supplied: tuple[str, ...]) -> set[str]:
-    """Keyword arguments a component's constructor takes from the config (not those the code supplies)."""
-    return set(inspect.signature(component.__init__).parameters) - {"self", *supplied}
+def options(section: dict) -> dict[str, Any]:
+    """A named section's options: everything but its ``name``."""
+    return {key: value for key, value in section.items() if key != "name"}
 
 
-def _check_component(cfg: dict, section: str, registry: dict[str, type], supplied: tuple[str, ...],
-                     extra: tuple[str, ...] = ()) -> None:
-    """Known name, and only options the named component accepts (instead of a TypeError deep in training)."""
-    spec = cfg[section]
-    name = spec.get("name")
-    if name not in registry:
-        raise ConfigError(f"Unknown {section} {name!r}; choose one of {sorted(registry)}.")
-    accepted = _options(registry[name], supplied) | set(extra)
-    unknown = sorted(set(spec) - {"name"} - accepted)
+def build(registry: dict[str, Choice], section: dict, *supplied: Any) -> Any:
+    """The component a resolved section names, from what the code supplies and the section's options."""
+    return registry[section["name"]].build(*supplied, **options(section))
+
+
+# ----------------------------------------------------------------------------- checks and defaults
+def _settings(section: Any, defaults: dict, where: str) -> dict:
+    """``section`` with its missing settings taken from ``defaults`` (at every depth); misspelt
+    settings are refused, since they would otherwise be ignored without a word."""
+    if not isinstance(section, dict):
+        raise ConfigError(f"{where} must be a mapping, not {section!r}.")
+    unknown = sorted(set(section) - set(defaults))
     if unknown:
-        raise ConfigError(f"{section} option(s) {unknown} do not apply to {name}; it takes {sorted(accepted)}. "
-                          f"To switch {section}, replace the whole section: --set '{section}={{name: ...}}'.")
+        raise ConfigError(
+            f"Unknown setting(s) {[f'{where}.{key}' for key in unknown]}; {where} takes {sorted(defaults)}."
+        )
+    out = {}
+    for key, default in defaults.items():  # in the order of DEFAULTS, so config.yaml reads the same every run
+        if key not in section:
+            out[key] = copy.deepcopy(default)
+        elif isinstance(default, dict):
+            out[key] = _settings(section[key], default, f"{where}.{key}")
+        else:
+            out[key] = section[key]
+    return out
 
 
-def check_config(cfg: dict) -> None:
-    """Names and options of the model parts, optimizer and schedule."""
-    _check_component(cfg, "encoder", ENCODERS, ("n_mels",), extra=("preset",))
-    if cfg["head"]:
-        _check_component(cfg, "head", HEADS, ("embed_dim", "n_classes"))
-    if cfg["optim"].get("name", "adamw") not in OPTIMIZERS:
-        raise ConfigError(f"Unknown optimizer {cfg['optim']['name']!r}; choose one of {list(OPTIMIZERS)}.")
-    if cfg["schedule"].get("name", "cosine") not in SCHEDULES:
-        raise ConfigError(f"Unknown schedule {cfg['schedule']['name']!r}; choose one of {list(SCHEDULES)}.")
-    init_from = cfg["train"].get("init_from")
-    if init_from and not (Path(init_from) / "config.json").is_file():
-        raise ConfigError(f"train.init_from: {init_from} is not a checkpoint folder (no config.json in it).")
+def source_settings(spec: Any) -> dict:
+    """One ``data.sources`` entry, checked, with the defaults of its type filled in."""
+    if not isinstance(spec, dict):
+        raise ConfigError(f"A data.sources entry must be a mapping such as {{type: folder, root: DIR}}, not {spec!r}.")
+    kind = spec.get("type", DEFAULT_SOURCE_TYPE)
+    if kind not in SOURCES:
+        raise ConfigError(f"Unknown source type {kind!r}; choose one of {list(SOURCES)}.")
+    required, defaults = SOURCES[kind]
+    missing = [key for key in required if key not in spec]
+    if missing:
+        raise ConfigError(f"A {kind} source needs {missing}: {spec}.")
+    unknown = sorted(set(spec) - {"type", *required, *defaults})
+    if unknown:
+        raise ConfigError(
+            f"Source option(s) {unknown} do not apply to a {kind} source; it takes {sorted({*required, *defaults})}."
+        )
+    return {"type": kind, **copy.deepcopy(defaults), **spec}
+
+
+def _named(cfg: dict, section: str, label: str, names: list[str]) -> str:
+    """The component name of a named section, refused unless it is one of ``names``."""
+    spec = cfg[section]
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{section} must be a mapping with a name, not {spec!r}.")
+    name = spec.get("name")
+    if name not in names:
+        raise ConfigError(f"Unknown {label} {name!r}; choose one of {names}.")
+    return name
+
+
+def _check_options(cfg: dict, section: str, name: str, accepted: set[str]) -> None:
+    """Only options the named component takes (instead of a TypeError deep in training)."""
+    unknown = sorted(set(options(cfg[section])) - accepted)
+    if unknown:
+        raise ConfigError(
+            f"{section} option(s) {unknown} do not apply to {name}; it takes {sorted(accepted)}. "
+            f"To switch {section}, replace the whole section: --set '{section}={{name: ...}}'."
+        )
+
+
+def _check_model_part(
+    cfg: dict, section: str, registry: dict[str, type], supplied: tuple[str, ...], extra: tuple[str, ...] = ()
+) -> None:
+    """Encoder and head: a known name, and options their constructor takes from the config."""
+    name = _named(cfg, section, section, sorted(registry))
+    accepted = set(inspect.signature(registry[name].__init__).parameters) - {"self", *supplied}
+    _check_options(cfg, section, name, accepted | set(extra))
+
+
+def _resolve_choice(cfg: dict, section: str, label: str, registry: dict[str, Choice]) -> None:
+    """Optimizer and schedule: a known name, known options, the required ones given, defaults filled in."""
+    name = _named(cfg, section, label, list(registry))
+    choice = registry[name]
+    _check_options(cfg, section, name, set(choice.options))
+    resolved = {"name": name, **copy.deepcopy(choice.defaults), **options(cfg[section])}
+    missing = [key for key in choice.options if key not in resolved]
+    if missing:
+        raise ConfigError(f"{label} {name} needs {missing}, e.g. --set {section}.{missing[0]}=...")
+    cfg[section] = resolved
 
 
 def resolve_frontend(cfg: dict) -> None:
@@ -143,7 +285,7 @@ def resolve_frontend(cfg: dict) -> None:
     records it also classifies raw audio the way the features were computed.
     """
     settings = dict(cfg["frontend"])
-    hw4 = any(spec.get("type") == "hw4" for spec in cfg["data"]["sources"])
+    hw4 = any(spec["type"] == "hw4" for spec in cfg["data"]["sources"])
     preset = settings.pop("preset", "hw4" if hw4 else "default")
     try:
         cfg["frontend"] = frontend_config(preset, **settings).to_dict()
@@ -151,8 +293,35 @@ def resolve_frontend(cfg: dict) -> None:
         raise ConfigError(f"frontend: {err}") from err
 
 
+def resolve(cfg: dict) -> dict:
+    """Check a merged config and fill in every default: the settings a run uses, all of them."""
+    for key, default in DEFAULTS.items():
+        if key not in cfg:
+            cfg[key] = copy.deepcopy(default)
+        elif key in FIXED_SECTIONS:
+            cfg[key] = _settings(cfg[key], default, key)
+    cfg["data"]["sources"] = [source_settings(spec) for spec in cfg["data"]["sources"]]
+    trials = cfg["data"]["trials"]
+    if trials is not None and not (isinstance(trials, dict) and {"file", "root"} <= set(trials)):
+        raise ConfigError(
+            f"data.trials must name the list and its root, {{file: TRIALS.txt, root: DIR}}; not {trials!r}."
+        )
+    _check_model_part(cfg, "encoder", ENCODERS, ("n_mels",), extra=("preset",))
+    if cfg["head"]:
+        _check_model_part(cfg, "head", HEADS, ("embed_dim", "n_classes"))
+    _resolve_choice(cfg, "optim", "optimizer", OPTIMIZERS)
+    _resolve_choice(cfg, "schedule", "schedule", SCHEDULES)
+    if cfg["train"]["best_metric"] not in BEST_METRICS:
+        raise ConfigError(f"train.best_metric {cfg['train']['best_metric']!r}: choose one of {list(BEST_METRICS)}.")
+    init_from = cfg["train"]["init_from"]
+    if init_from and not (Path(init_from) / "config.json").is_file():
+        raise ConfigError(f"train.init_from: {init_from} is not a checkpoint folder (no config.json in it).")
+    resolve_frontend(cfg)
+    return cfg
+
+
 def load_config(path: Path | None, overrides: list[str]) -> dict:
-    """Defaults, then the YAML file, then ``--set`` overrides in order; checked and resolved."""
+    """Defaults, then the YAML file, then ``--set`` overrides in order; checked and fully resolved."""
     cfg = copy.deepcopy(DEFAULTS)
     if path is not None:
         loaded = parse_yaml(Path(path).read_text()) or {}
@@ -161,6 +330,4 @@ def load_config(path: Path | None, overrides: list[str]) -> dict:
         cfg = merge_file(cfg, loaded)
     for assignment in overrides:
         apply_override(cfg, assignment)
-    check_config(cfg)
-    resolve_frontend(cfg)
-    return cfg
+    return resolve(cfg)

@@ -1,5 +1,5 @@
-"""Training data: sources (folder per speaker, CSV manifest, VoxCeleb list, HW4 features), splits,
-random crops and length-bucketed batches.
+"""Training data: sources (folder per speaker, CSV manifest, VoxCeleb list), trial lists, splits,
+the clip store, and random crops.
 
 Every source yields ``Utterance`` records whose paths are checked to stay inside the data root;
 unreadable clips are skipped with a count in the log instead of crashing an epoch.
@@ -11,19 +11,19 @@ import csv
 import logging
 import random
 from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
 
 import numpy as np
 import soundfile as sf
 import torch
 from torch.utils.data import Dataset
+from tqdm import tqdm
 
-from speakerdemo.audio import AudioError, load_audio
+from speakerdemo.audio import SAMPLE_RATE, AudioError, load_audio
 
-if TYPE_CHECKING:
-    from .augment import Augmenter
+from .augment import Augmenter
 
 log = logging.getLogger("train")
 
@@ -92,7 +92,7 @@ def manifest_source(manifest: Path, root: Path) -> list[Utterance]:
             raise DataError(f"{manifest} lacks the column(s) {sorted(missing)}.")
         utts = [Utterance(r["speaker"], r["path"], r.get("split") or "", str(root)) for r in reader]
     for u in utts:
-        u.file  # refuses paths that escape the root
+        safe_path(root, u.path)  # refuses paths that escape the root
     return utts
 
 
@@ -105,8 +105,8 @@ def voxceleb_list_source(list_file: Path, root: Path) -> list[Utterance]:
         parts = line.split()
         if len(parts) != 2:
             raise DataError(f"{list_file}:{number}: expected 'speaker path', got {line!r}.")
+        safe_path(root, parts[1])  # refuses paths that escape the root
         utts.append(Utterance(parts[0], parts[1], root=str(root)))
-        utts[-1].file  # refuses paths that escape the root
     return utts
 
 
@@ -186,9 +186,7 @@ class AudioStore:
     stops nothing an hour into an epoch.
     """
 
-    def __init__(self, utts: Sequence[Utterance], preload: bool, sample_rate: int = 16000) -> None:
-        from tqdm import tqdm
-
+    def __init__(self, utts: Sequence[Utterance], preload: bool, sample_rate: int = SAMPLE_RATE) -> None:
         self.sample_rate = sample_rate
         self.cache: dict[str, np.ndarray] = {}
         self.readable: set[str] = set()
@@ -215,6 +213,18 @@ class AudioStore:
         return self._decode(path)
 
 
+def babble_source(
+    store: AudioStore, utts: Sequence[Utterance], crop_samples: int
+) -> Callable[[np.random.Generator], np.ndarray]:
+    """Crops of random readable clips among ``utts``: the voices that babble noise mixes together."""
+    paths = [str(u.file) for u in utts if str(u.file) in store.readable]
+
+    def draw(rng: np.random.Generator) -> np.ndarray:
+        return random_crop(store.get(paths[int(rng.integers(len(paths)))]), crop_samples, rng)
+
+    return draw
+
+
 def random_crop(wav: np.ndarray, length: int, rng: np.random.Generator) -> np.ndarray:
     """A random window of ``length`` samples; short clips are repeated to fill it."""
     if len(wav) < length:
@@ -233,13 +243,21 @@ class CropDataset(Dataset):
     """
 
     def __init__(
-        self, utts: Sequence[Utterance], labels: dict[str, int], store: AudioStore,
-        crop_seconds: float, augmenter: "Augmenter | None" = None, repeats: Sequence[int] | None = None,
-        speeds_as_speakers: bool = False, seed: int = 0,
+        self,
+        utts: Sequence[Utterance],
+        labels: dict[str, int],
+        store: AudioStore,
+        crop_seconds: float,
+        augmenter: Augmenter | None = None,
+        repeats: Sequence[int] | None = None,
+        speeds_as_speakers: bool = False,
+        seed: int = 0,
     ) -> None:
         self.utts = list(utts)
         self.index = [
-            i for i, u in enumerate(self.utts) if str(u.file) in store.readable
+            i
+            for i, u in enumerate(self.utts)
+            if str(u.file) in store.readable
             for _ in range(repeats[i] if repeats else 1)
         ]
         if not self.index:

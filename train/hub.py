@@ -25,16 +25,19 @@ from huggingface_hub.utils import validate_repo_id
 from safetensors import SafetensorError, safe_open
 
 from speakerdemo.atomic import atomic_write_text
-from speakerdemo.encoder import CONFIG_FILE, WEIGHTS_FILE
+from speakerdemo.audio import SAMPLE_RATE
+from speakerdemo.encoder import CONFIG_FILE, HUB_TAGS, WEIGHTS_FILE
 
 CARD_FILE = "README.md"
 UPLOADED = [CONFIG_FILE, WEIGHTS_FILE, CARD_FILE]
 LIBRARY_NAME = "speakerdemo"
-TAGS = ["speaker-verification", "speaker-identification", "speaker-embedding", "audio", "pytorch"]
 DEFAULT_LICENSE = "apache-2.0"
 DEFAULT_COMMIT_MESSAGE = "Upload speakerdemo checkpoint"
 # The tag PyTorchModelHubMixin puts on the placeholder card it writes with every save_pretrained.
 MIXIN_TAG = "pytorch_model_hub_mixin"
+# speakerdemo's own tags (those save_pretrained writes) and the framework. The mixin appends its
+# tags to the list it is given, so HUB_TAGS can hold them too; on a real card they do not belong.
+TAGS = [tag for tag in HUB_TAGS if not tag.endswith("model_hub_mixin")] + ["pytorch"]
 # BatchNorm statistics are stored with the weights but are not parameters.
 NOT_PARAMETERS = ("running_mean", "running_var", "num_batches_tracked")
 # Hub client failures: HTTP errors and missing tokens are OSErrors, but connection failures come
@@ -86,8 +89,13 @@ def training_command(checkpoint_dir: Path) -> str | None:
 
 # ----------------------------------------------------------------------------- the card
 def model_card(
-    checkpoint_dir: Path, *, metrics: dict | None = None, command: str | None = None,
-    data: list[dict] | None = None, extra_sections: str = "", repo_id: str | None = None,
+    checkpoint_dir: Path,
+    *,
+    metrics: dict | None = None,
+    command: str | None = None,
+    data: list[dict] | None = None,
+    extra_sections: str = "",
+    repo_id: str | None = None,
     license: str = DEFAULT_LICENSE,
 ) -> str:
     """README.md text for a checkpoint folder: YAML metadata, then the card body.
@@ -106,9 +114,12 @@ def model_card(
     name = (repo_id or checkpoint_dir.resolve().name).split("/")[-1]
     results = eval_results(metrics) if metrics else []
     card_data = ModelCardData(
-        library_name=LIBRARY_NAME, license=license, tags=TAGS,
+        library_name=LIBRARY_NAME,
+        license=license,
+        tags=TAGS,
         datasets=[entry.get("hub_id") or entry["name"] for entry in data] if data else None,
-        model_name=name if results else None, eval_results=results or None,
+        model_name=name if results else None,
+        eval_results=results or None,
     )
     sections = [
         f"# {name}\n\nA speaker-embedding model for the `speakerdemo` library: two recordings are compared "
@@ -152,17 +163,30 @@ def eval_results(metrics: dict) -> list[EvalResult]:
     if "eer" not in metrics and not _dcf_keys(metrics):
         return []
     trials = str(metrics["trials"])
-    dataset = dict(task_type="speaker-verification", task_name="Speaker verification",
-                   dataset_type=trials.split("/")[0] if "/" in trials else Path(trials).stem,
-                   dataset_name=trials)
+    dataset = dict(
+        task_type="speaker-verification",
+        task_name="Speaker verification",
+        dataset_type=trials.split("/")[0] if "/" in trials else Path(trials).stem,
+        dataset_name=trials,
+    )
     results = []
     if "eer" in metrics:
-        results.append(EvalResult(**dataset, metric_type="eer", metric_name="EER (%)",
-                                  metric_value=round(100 * float(metrics["eer"]), 4)))
+        results.append(
+            EvalResult(
+                **dataset, metric_type="eer", metric_name="EER (%)", metric_value=round(100 * float(metrics["eer"]), 4)
+            )
+        )
     for key in _dcf_keys(metrics):
         p_target = key.removeprefix("min_dcf_")
-        results.append(EvalResult(**dataset, metric_type="min_dcf", metric_name=f"minDCF (p_target={p_target})",
-                                  metric_config=f"p_target={p_target}", metric_value=round(float(metrics[key]), 4)))
+        results.append(
+            EvalResult(
+                **dataset,
+                metric_type="min_dcf",
+                metric_name=f"minDCF (p_target={p_target})",
+                metric_config=f"p_target={p_target}",
+                metric_value=round(float(metrics[key]), 4),
+            )
+        )
     return results
 
 
@@ -172,9 +196,10 @@ def architecture_section(config: dict, counts: dict[str, int]) -> str:
     encoder_name = encoder.pop("name", "unknown")
     options = ", ".join(f"{key}={value}" for key, value in sorted(encoder.items())) or "default sizes"
     fe = config.get("frontend") or {}
-    sr = fe.get("sample_rate", 16000)
+    sr = fe.get("sample_rate", SAMPLE_RATE)
     lines = [
-        "## Architecture", "",
+        "## Architecture",
+        "",
         f"- **Encoder**: `{encoder_name}` ({options}), {counts.get('model', 0):,} parameters.",
         f"- **Front end**: {fe.get('n_mels')}-band log-mel features of {sr} Hz audio, "
         f"{1000 * fe.get('win_length', 400) / sr:g} ms windows every {1000 * fe.get('hop_length', 160) / sr:g} ms, "
@@ -183,13 +208,17 @@ def architecture_section(config: dict, counts: dict[str, int]) -> str:
     ]
     head, classes = config.get("head"), config.get("classes") or []
     if head:
-        lines.append(f"- **Training head**: `{head.get('name')}` over {len(classes)} training speakers "
-                     f"({counts.get('head', 0):,} parameters); it serves training and top-k identification "
-                     "of those speakers, not verification.")
+        lines.append(
+            f"- **Training head**: `{head.get('name')}` over {len(classes)} training speakers "
+            f"({counts.get('head', 0):,} parameters); it serves training and top-k identification "
+            "of those speakers, not verification."
+        )
     calibration = config.get("calibration")
     if calibration:
-        lines.append(f"- **Decision threshold**: {calibration['threshold']:.4f}, the EER threshold on "
-                     f"{calibration.get('trials') or 'a trial list'} (EER {100 * calibration['eer']:.2f} %).")
+        lines.append(
+            f"- **Decision threshold**: {calibration['threshold']:.4f}, the EER threshold on "
+            f"{calibration.get('trials') or 'a trial list'} (EER {100 * calibration['eer']:.2f} %)."
+        )
     return "\n".join(lines)
 
 
@@ -230,10 +259,20 @@ def verification_table(metrics: dict) -> str:
     if isinstance(metrics.get("snorm"), dict):
         rows.append(("cosine + AS-Norm", metrics["snorm"]))
     size = f" ({metrics['n_trials']:,} trials)" if isinstance(metrics.get("n_trials"), int) else ""
-    lines = [f"Speaker verification on `{metrics['trials']}`{size}:", "",
-             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join([label, _percent(m.get("eer")), _number(m.get("eer_threshold")),
-                                 *(_number(m.get(k)) for k in dcf_keys)]) + " |" for label, m in rows]
+    lines = [
+        f"Speaker verification on `{metrics['trials']}`{size}:",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
+    lines += [
+        "| "
+        + " | ".join(
+            [label, _percent(m.get("eer")), _number(m.get("eer_threshold")), *(_number(m.get(k)) for k in dcf_keys)]
+        )
+        + " |"
+        for label, m in rows
+    ]
     return "\n".join(lines)
 
 
@@ -242,9 +281,11 @@ def identification_line(metrics: dict) -> str:
     ident = metrics.get("identification")
     if not isinstance(ident, dict):
         return ""
-    return (f"Closed-set identification of {ident.get('speakers')} speakers "
-            f"({ident.get('enrolment_clips_per_speaker')} enrolment clips each, {ident.get('test_clips')} test "
-            f"clips): top-1 {_percent(ident.get('top1'))} %, top-5 {_percent(ident.get('top5'))} %.")
+    return (
+        f"Closed-set identification of {ident.get('speakers')} speakers "
+        f"({ident.get('enrolment_clips_per_speaker')} enrolment clips each, {ident.get('test_clips')} test "
+        f"clips): top-1 {_percent(ident.get('top1'))} %, top-5 {_percent(ident.get('top5'))} %."
+    )
 
 
 def _number(value: Any) -> str:
@@ -303,8 +344,14 @@ def check_repo_id(repo_id: str) -> None:
         raise HubError(f"{repo_id!r} is not a Hub repo id (expected 'user/name'): {err}") from err
 
 
-def push(checkpoint_dir: Path, repo_id: str, *, token: str | None = None, private: bool = False,
-         commit_message: str = DEFAULT_COMMIT_MESSAGE) -> str:
+def push(
+    checkpoint_dir: Path,
+    repo_id: str,
+    *,
+    token: str | None = None,
+    private: bool = False,
+    commit_message: str = DEFAULT_COMMIT_MESSAGE,
+) -> str:
     """Create (or reuse) the model repo and upload config.json, model.safetensors and README.md.
 
     The folder is checked, and a card generated if it has none, before any request is made; the
@@ -321,8 +368,13 @@ def push(checkpoint_dir: Path, repo_id: str, *, token: str | None = None, privat
     api = HfApi(token=token)
     try:
         api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
-        commit = api.upload_folder(folder_path=checkpoint_dir, repo_id=repo_id, repo_type="model",
-                                   commit_message=commit_message, allow_patterns=UPLOADED)
+        commit = api.upload_folder(
+            folder_path=checkpoint_dir,
+            repo_id=repo_id,
+            repo_type="model",
+            commit_message=commit_message,
+            allow_patterns=UPLOADED,
+        )
     except HUB_ERRORS as err:
         raise HubError(f"Could not push {checkpoint_dir} to {repo_id}: {err}") from err
     return commit.commit_url
@@ -336,27 +388,52 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "options below, then upload config.json, model.safetensors and README.md to a Hub model repo "
         "(created if needed). The card is regenerated on every call: put hand-written sections in --extra."
     )
-    parser.add_argument("checkpoint_dir", type=Path, metavar="CHECKPOINT_DIR",
-                        help="checkpoint folder holding config.json and model.safetensors")
-    parser.add_argument("--repo-id", required=True, metavar="ID",
-                        help="Hub model repo, 'user/name' or 'org/name'; also used in the card's usage example")
-    parser.add_argument("--private", action="store_true", help="create the repo as private (an existing repo "
-                        "keeps its visibility)")
-    parser.add_argument("--token", help="Hub token with write access (default: HF_TOKEN, else the "
-                        "`hf auth login` cache)")
-    parser.add_argument("--metrics", type=Path, metavar="METRICS.json",
-                        help="results JSON of `python -m train evaluate --output`: EER and minDCF go into the card "
-                             "and its model-index")
-    parser.add_argument("--data-info", type=Path, metavar="DATA.yaml",
-                        help="YAML or JSON list of the training sets, each with name, licence, attribution, url and "
-                             "optionally hub_id, for the card's training-data section")
-    parser.add_argument("--extra", type=Path, metavar="SECTIONS.md",
-                        help="Markdown appended verbatim to the card (comparison or ablation tables)")
-    parser.add_argument("--license", default=DEFAULT_LICENSE, help=f"licence id for the card (default: "
-                        f"{DEFAULT_LICENSE})")
+    parser.add_argument(
+        "checkpoint_dir",
+        type=Path,
+        metavar="CHECKPOINT_DIR",
+        help="checkpoint folder holding config.json and model.safetensors",
+    )
+    parser.add_argument(
+        "--repo-id",
+        required=True,
+        metavar="ID",
+        help="Hub model repo, 'user/name' or 'org/name'; also used in the card's usage example",
+    )
+    parser.add_argument(
+        "--private", action="store_true", help="create the repo as private (an existing repo keeps its visibility)"
+    )
+    parser.add_argument(
+        "--token", help="Hub token with write access (default: HF_TOKEN, else the `hf auth login` cache)"
+    )
+    parser.add_argument(
+        "--metrics",
+        type=Path,
+        metavar="METRICS.json",
+        help="results JSON of `python -m train evaluate --output`: EER and minDCF go into the card and its model-index",
+    )
+    parser.add_argument(
+        "--data-info",
+        type=Path,
+        metavar="DATA.yaml",
+        help="YAML or JSON list of the training sets, each with name, licence, attribution, url and "
+        "optionally hub_id, for the card's training-data section",
+    )
+    parser.add_argument(
+        "--extra",
+        type=Path,
+        metavar="SECTIONS.md",
+        help="Markdown appended verbatim to the card (comparison or ablation tables)",
+    )
+    parser.add_argument(
+        "--license", default=DEFAULT_LICENSE, help=f"licence id for the card (default: {DEFAULT_LICENSE})"
+    )
     parser.add_argument("--commit-message", default=DEFAULT_COMMIT_MESSAGE, help="message of the Hub commit")
-    parser.add_argument("--card-only", action="store_true",
-                        help="write or refresh CHECKPOINT_DIR/README.md and stop, without contacting the Hub")
+    parser.add_argument(
+        "--card-only",
+        action="store_true",
+        help="write or refresh CHECKPOINT_DIR/README.md and stop, without contacting the Hub",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -364,15 +441,24 @@ def run(args: argparse.Namespace) -> int:
     try:
         check_repo_id(args.repo_id)
         card = write_model_card(
-            args.checkpoint_dir, metrics=_load(args.metrics), data=_load(args.data_info),
+            args.checkpoint_dir,
+            metrics=_load(args.metrics),
+            data=_load(args.data_info),
             command=training_command(args.checkpoint_dir),
-            extra_sections=args.extra.read_text() if args.extra else "", repo_id=args.repo_id, license=args.license,
+            extra_sections=args.extra.read_text() if args.extra else "",
+            repo_id=args.repo_id,
+            license=args.license,
         )
         if args.card_only:
             print(f"wrote {card}")
             return 0
-        url = push(args.checkpoint_dir, args.repo_id, token=args.token, private=args.private,
-                   commit_message=args.commit_message)
+        url = push(
+            args.checkpoint_dir,
+            args.repo_id,
+            token=args.token,
+            private=args.private,
+            commit_message=args.commit_message,
+        )
     except (HubError, OSError, yaml.YAMLError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

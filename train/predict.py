@@ -1,9 +1,7 @@
 """``python -m train predict``: the HW4 Kaggle test set -> ``Id,Category`` submission CSV.
 
-Every test utterance is classified at its FULL length. Cropping test utterances to the training
-segment length throws away most of the evidence (it cost one public HW4 solution 20 points), so
-utterances are instead batched by length and padded, with a mask that keeps the padding out of
-the pooling.
+Every test utterance is classified at its FULL length (``train.hw4.predicted_classes``): batched
+by length and padded, with a mask that keeps the padding out of the pooling.
 """
 
 from __future__ import annotations
@@ -12,17 +10,14 @@ import argparse
 import csv
 import io
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
-
-import torch
-from tqdm import tqdm
 
 from speakerdemo.atomic import atomic_write_text
 from speakerdemo.encoder import CheckpointError, SpeakerEncoder
 
-from .data import DataError, safe_path
-from .hw4 import N_MELS, Hw4TestItem, load_features, load_hw4_test, load_speaker2id
+from .data import DataError
+from .hw4 import N_MELS, load_hw4_test, load_speaker2id, predicted_classes
 
 CSV_HEADER = ("Id", "Category")
 
@@ -33,16 +28,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "Classify every utterance of a HW4 test set (testdata.json) at full length with a checkpoint "
         "trained on the HW4 speakers, and write the Kaggle submission CSV (Id,Category)."
     )
-    parser.add_argument("--checkpoint", required=True, metavar="PATH_OR_REPO",
-                        help="checkpoint folder or Hub repo id; it must have a classification head whose "
-                             "classes are the HW4 speaker ids of mapping.json")
-    parser.add_argument("--data", required=True, type=Path, metavar="DIR",
-                        help="HW4 folder holding testdata.json, mapping.json and the uttr-*.pt feature files")
-    parser.add_argument("--output", type=Path, default=Path("submission.csv"), metavar="FILE.csv",
-                        help="submission CSV to write, replaced atomically (default: submission.csv)")
-    parser.add_argument("--batch-size", type=int, default=32,
-                        help="utterances per forward pass; they are grouped by length, so padding stays "
-                             "small (default: 32)")
+    parser.add_argument(
+        "--checkpoint",
+        required=True,
+        metavar="PATH_OR_REPO",
+        help="checkpoint folder or Hub repo id; it must have a classification head whose "
+        "classes are the HW4 speaker ids of mapping.json",
+    )
+    parser.add_argument(
+        "--data",
+        required=True,
+        type=Path,
+        metavar="DIR",
+        help="HW4 folder holding testdata.json, mapping.json and the uttr-*.pt feature files",
+    )
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=Path("submission.csv"),
+        metavar="FILE.csv",
+        help="submission CSV to write, replaced atomically (default: submission.csv)",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=32,
+        help="utterances per forward pass; they are grouped by length, so padding stays small (default: 32)",
+    )
     parser.add_argument("--device", help="cpu or cuda (default: cuda when available)")
 
 
@@ -68,38 +80,17 @@ def check_classifier(encoder: SpeakerEncoder, speaker2id: dict[str, int]) -> lis
         raise CheckpointError("this checkpoint has no classifier: predict needs one trained on the HW4 speakers")
     n_mels = encoder.frontend.config.n_mels
     if n_mels != N_MELS:
-        raise CheckpointError(f"this checkpoint expects {n_mels} mel bands but the HW4 features have {N_MELS}: "
-                              "predict needs a model trained on the HW4 features")
+        raise CheckpointError(
+            f"this checkpoint expects {n_mels} mel bands but the HW4 features have {N_MELS}: "
+            "predict needs a model trained on the HW4 features"
+        )
     unknown = [name for name in encoder.classes if name not in speaker2id]
     if unknown:
-        raise CheckpointError(f"this checkpoint's classes are not HW4 speaker ids (e.g. {unknown[:3]} are not in "
-                              "mapping.json): predict needs a model trained on the HW4 speakers")
+        raise CheckpointError(
+            f"this checkpoint's classes are not HW4 speaker ids (e.g. {unknown[:3]} are not in "
+            "mapping.json): predict needs a model trained on the HW4 speakers"
+        )
     return list(encoder.classes)
-
-
-def batches(items: Sequence[Hw4TestItem], batch_size: int) -> list[list[int]]:
-    """Indices of ``items`` in batches of similar length (sorted by mel_len), to keep padding small."""
-    order = sorted(range(len(items)), key=lambda i: items[i].mel_len)
-    return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
-
-
-def load_batch(root: Path, items: Sequence[Hw4TestItem]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Full-length features of ``items``, zero-padded to the longest: (B, T, 40) and the mask (B, T)."""
-    feats = [load_features(safe_path(root, item.feature_path)) for item in items]
-    longest = max(f.shape[0] for f in feats)
-    padded = torch.zeros(len(feats), longest, N_MELS)
-    mask = torch.zeros(len(feats), longest, dtype=torch.bool)
-    for row, f in enumerate(feats):
-        padded[row, : f.shape[0]] = f
-        mask[row, : f.shape[0]] = True
-    return padded, mask
-
-
-def batch_logits(encoder: SpeakerEncoder, feats: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Class logits (B, classes) without the training margin, computed in float32 on the model's device."""
-    with torch.inference_mode():
-        out = encoder.model(feats.to(encoder.device), mask.to(encoder.device))
-        return encoder.head.logits(out.embedding).float().cpu()
 
 
 def predict(encoder: SpeakerEncoder, root: Path, batch_size: int = 32) -> list[tuple[str, str]]:
@@ -108,11 +99,8 @@ def predict(encoder: SpeakerEncoder, root: Path, batch_size: int = 32) -> list[t
     items = load_hw4_test(root)
     classes = check_classifier(encoder, load_speaker2id(root))
     encoder.eval()
-    categories: dict[int, str] = {}
-    for group in tqdm(batches(items, batch_size), desc="predicting", unit="batch"):
-        logits = batch_logits(encoder, *load_batch(root, [items[i] for i in group]))
-        categories.update(zip(group, (classes[k] for k in logits.argmax(dim=1).tolist())))
-    return [(item.feature_path, categories[i]) for i, item in enumerate(items)]
+    predicted = predicted_classes(encoder, root, items, batch_size, progress=True)
+    return [(item.feature_path, classes[k]) for item, k in zip(items, predicted)]
 
 
 def write_submission(path: Path, rows: Sequence[tuple[str, str]]) -> None:
