@@ -39,7 +39,7 @@ WEIGHTS_FILE = "model.safetensors"
 DEFAULT_THRESHOLD = 0.5
 SPEED_MARK = "@"  # class "spk@0.9": speaker "spk" at speed 0.9 (see train/__main__.py)
 SPEECH_COLLAR_SECONDS = 0.3  # context kept around detected speech (see with_collar)
-HUB_TAGS = ["speaker-verification", "speaker-identification", "speaker-embedding", "audio"]
+HUB_TAGS = ("speaker-verification", "speaker-identification", "speaker-embedding", "audio")
 """Tags of every speakerdemo model repo on the Hub (``save_pretrained`` cards and ``train push``)."""
 CLIP_LEVEL = 0.999  # samples this close to full scale count as clipped
 GPU_BATCH_FRAMES = 48000  # default bound of an encoder batch (see embed_batch)
@@ -127,7 +127,7 @@ class SpeakerEncoder(
     nn.Module,
     PyTorchModelHubMixin,
     library_name="speakerdemo",
-    tags=HUB_TAGS,
+    tags=list(HUB_TAGS),  # a copy: the mixin appends its own tags to the list it is given
     license="apache-2.0",
 ):
     """Front end + encoder (+ optional classification head) with a calibrated threshold.

@@ -35,9 +35,8 @@ DEFAULT_LICENSE = "apache-2.0"
 DEFAULT_COMMIT_MESSAGE = "Upload speakerdemo checkpoint"
 # The tag PyTorchModelHubMixin puts on the placeholder card it writes with every save_pretrained.
 MIXIN_TAG = "pytorch_model_hub_mixin"
-# speakerdemo's own tags (those save_pretrained writes) and the framework. The mixin appends its
-# tags to the list it is given, so HUB_TAGS can hold them too; on a real card they do not belong.
-TAGS = [tag for tag in HUB_TAGS if not tag.endswith("model_hub_mixin")] + ["pytorch"]
+# speakerdemo's own tags (those save_pretrained writes) and the framework.
+TAGS = [*HUB_TAGS, "pytorch"]
 # BatchNorm statistics are stored with the weights but are not parameters.
 NOT_PARAMETERS = ("running_mean", "running_var", "num_batches_tracked")
 # Hub client failures: HTTP errors and missing tokens are OSErrors, but connection failures come
