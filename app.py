@@ -44,9 +44,11 @@ def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> None:
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--model", default=os.environ.get("SPEAKERDEMO_MODEL", DEFAULT_MODEL),
-                        help="checkpoint name in checkpoints/, a folder, or a Hub repo id "
-                             "(default: $SPEAKERDEMO_MODEL or %(default)s)")
+    parser.add_argument(
+        "--model",
+        default=os.environ.get("SPEAKERDEMO_MODEL", DEFAULT_MODEL),
+        help="checkpoint name in checkpoints/, a folder, or a Hub repo id (default: $SPEAKERDEMO_MODEL or %(default)s)",
+    )
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", 7860)))
     parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
     parser.add_argument("--share", action="store_true", help="create a public gradio.live link")
@@ -63,12 +65,19 @@ def main() -> None:
     by_folder = {str(Path(path).resolve()): name for name, path in checkpoints.items()}
     # A folder of checkpoints/ given as a path is that checkpoint, not a second dropdown entry.
     model = args.model if args.model in checkpoints else by_folder.get(str(Path(args.model).resolve()), args.model)
-    demo = Demo(Models(model, checkpoints, args.device),
-                SharedGallery(args.gallery) if args.gallery else None, args.max_seconds)
+    demo = Demo(
+        Models(model, checkpoints, args.device), SharedGallery(args.gallery) if args.gallery else None, args.max_seconds
+    )
     blocks = build_demo(demo)
     blocks.queue(default_concurrency_limit=QUEUE_CONCURRENCY, max_size=64)
-    blocks.launch(server_name=args.host, server_port=args.port, share=args.share,
-                  max_file_size=f"{MAX_UPLOAD_MB}mb", theme=gr.themes.Soft(), footer_links=["api"])
+    blocks.launch(
+        server_name=args.host,
+        server_port=args.port,
+        share=args.share,
+        max_file_size=f"{MAX_UPLOAD_MB}mb",
+        theme=gr.themes.Soft(),
+        footer_links=["api"],
+    )
 
 
 if __name__ == "__main__":

@@ -15,6 +15,17 @@ from .metrics import compute_eer, compute_min_dcf
 from .scoring import Calibration, cosine
 
 __all__ = [
-    "AudioError", "Calibration", "CheckpointError", "Embedding", "Gallery", "GalleryError", "SpeakerEncoder",
-    "compute_eer", "compute_min_dcf", "cosine", "detect_speech", "load_audio", "speech_regions",
+    "AudioError",
+    "Calibration",
+    "CheckpointError",
+    "Embedding",
+    "Gallery",
+    "GalleryError",
+    "SpeakerEncoder",
+    "compute_eer",
+    "compute_min_dcf",
+    "cosine",
+    "detect_speech",
+    "load_audio",
+    "speech_regions",
 ]

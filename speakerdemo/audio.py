@@ -179,9 +179,7 @@ def require_speech(mask: np.ndarray, min_speech_seconds: float) -> None:
         )
 
 
-def _read_source(
-    source: AudioSource, max_seconds: float | None, max_bytes: int | None
-) -> tuple[np.ndarray, float]:
+def _read_source(source: AudioSource, max_seconds: float | None, max_bytes: int | None) -> tuple[np.ndarray, float]:
     """Decode any accepted source into (samples as (frames, channels), sample rate)."""
     if isinstance(source, (str, os.PathLike)):
         return _read_path(Path(source), max_seconds, max_bytes)
@@ -313,8 +311,7 @@ def _to_float32(samples: np.ndarray) -> np.ndarray:
         return (samples.astype(np.float32) - offset) / np.float32(scale)
     if samples.dtype not in _FLOAT_FORMATS:
         raise AudioError(
-            f"Unsupported sample format {samples.dtype} "
-            "(supported: int8, uint8, int16, int32, float32, float64)."
+            f"Unsupported sample format {samples.dtype} (supported: int8, uint8, int16, int32, float32, float64)."
         )
     if not np.isfinite(samples).all():
         raise AudioError("The audio contains NaN or infinite values; the recording or file is corrupt.")

@@ -155,9 +155,7 @@ class SpeakerEncoder(
         if self.head_config:
             if not self.classes:
                 raise CheckpointError("A checkpoint with a classification head must list its classes.")
-            self.head = build_head(
-                embed_dim=self.model.embed_dim, n_classes=len(self.classes), **self.head_config
-            )
+            self.head = build_head(embed_dim=self.model.embed_dim, n_classes=len(self.classes), **self.head_config)
         self.calibration = Calibration.from_dict(calibration) if calibration else None
         self.window_seconds = float(window_seconds)
 
@@ -179,7 +177,10 @@ class SpeakerEncoder(
 
     @classmethod
     def from_pretrained(
-        cls, pretrained_model_name_or_path: str | Path, *, device: str | torch.device | None = None,
+        cls,
+        pretrained_model_name_or_path: str | Path,
+        *,
+        device: str | torch.device | None = None,
         **kwargs: Any,
     ) -> SpeakerEncoder:
         """Load a local checkpoint folder or a Hub repo id; ``device`` defaults to CUDA if present."""
@@ -200,18 +201,33 @@ class SpeakerEncoder(
         return model.to(resolve_device(device)).eval()
 
     @classmethod
-    def _from_pretrained(cls, *, model_id: str, revision: str | None, cache_dir: Any,
-                         force_download: bool, local_files_only: bool, token: Any,
-                         **model_kwargs: Any) -> SpeakerEncoder:
+    def _from_pretrained(
+        cls,
+        *,
+        model_id: str,
+        revision: str | None,
+        cache_dir: Any,
+        force_download: bool,
+        local_files_only: bool,
+        token: Any,
+        **model_kwargs: Any,
+    ) -> SpeakerEncoder:
         """Safetensors only, strict: a missing or misshapen tensor is an error, not a warning."""
         model = cls(**model_kwargs)
         if Path(model_id).is_dir():
             weights = Path(model_id) / WEIGHTS_FILE
         else:
-            weights = Path(hf_hub_download(
-                model_id, WEIGHTS_FILE, revision=revision, cache_dir=cache_dir,
-                force_download=force_download, token=token, local_files_only=local_files_only,
-            ))
+            weights = Path(
+                hf_hub_download(
+                    model_id,
+                    WEIGHTS_FILE,
+                    revision=revision,
+                    cache_dir=cache_dir,
+                    force_download=force_download,
+                    token=token,
+                    local_files_only=local_files_only,
+                )
+            )
         if not weights.is_file():
             raise CheckpointError(f"{weights} is missing: checkpoints must ship {WEIGHTS_FILE}.")
         try:
@@ -234,17 +250,33 @@ class SpeakerEncoder(
         """The calibrated EER threshold, or a neutral default for an uncalibrated model."""
         return self.calibration.threshold if self.calibration else DEFAULT_THRESHOLD
 
-    def embed(self, audio: Any, sample_rate: int | None = None, *,
-              max_seconds: float | None = MAX_SECONDS,
-              min_speech_seconds: float = MIN_SPEECH_SECONDS, class_logits: bool = False) -> Embedding:
+    def embed(
+        self,
+        audio: Any,
+        sample_rate: int | None = None,
+        *,
+        max_seconds: float | None = MAX_SECONDS,
+        min_speech_seconds: float = MIN_SPEECH_SECONDS,
+        class_logits: bool = False,
+    ) -> Embedding:
         """Embed one clip: a path, bytes, a Gradio ``(sr, array)`` tuple, or an array with ``sample_rate``."""
-        return self.embed_batch([audio if sample_rate is None else (sample_rate, audio)],
-                                max_seconds=max_seconds, min_speech_seconds=min_speech_seconds,
-                                class_logits=class_logits)[0]
+        return self.embed_batch(
+            [audio if sample_rate is None else (sample_rate, audio)],
+            max_seconds=max_seconds,
+            min_speech_seconds=min_speech_seconds,
+            class_logits=class_logits,
+        )[0]
 
-    def embed_batch(self, clips: Sequence[Any], *, max_seconds: float | None = MAX_SECONDS,
-                    min_speech_seconds: float = MIN_SPEECH_SECONDS, names: Sequence[str] | None = None,
-                    max_batch_frames: int | None = None, class_logits: bool = False) -> list[Embedding]:
+    def embed_batch(
+        self,
+        clips: Sequence[Any],
+        *,
+        max_seconds: float | None = MAX_SECONDS,
+        min_speech_seconds: float = MIN_SPEECH_SECONDS,
+        names: Sequence[str] | None = None,
+        max_batch_frames: int | None = None,
+        class_logits: bool = False,
+    ) -> list[Embedding]:
         """Embed several clips; windows of all clips are batched by length on the device.
 
         ``max_batch_frames`` bounds a batch (frames x windows, padding included); by default 48,000
@@ -261,8 +293,9 @@ class SpeakerEncoder(
         for i, clip in enumerate(clips):
             try:
                 # The speech check happens in _prepare, on the mask the pooling uses: one VAD pass.
-                wav = load_audio(clip, self.frontend.config.sample_rate, max_seconds=max_seconds,
-                                 min_speech_seconds=0.0)
+                wav = load_audio(
+                    clip, self.frontend.config.sample_rate, max_seconds=max_seconds, min_speech_seconds=0.0
+                )
                 prepared.append(self._prepare(wav, min_speech_seconds))
             except AudioError as err:
                 name = names[i] if names else f"Clip {i + 1}"
@@ -270,8 +303,7 @@ class SpeakerEncoder(
         windows = [(c, w) for c, clip in enumerate(prepared) for w in self._windows(clip)]
         if max_batch_frames is None:
             max_batch_frames = GPU_BATCH_FRAMES if self.device.type == "cuda" else CPU_BATCH_FRAMES
-        outputs = self._encode_windows([clip_windows for _, clip_windows in windows], max_batch_frames,
-                                       class_logits)
+        outputs = self._encode_windows([clip_windows for _, clip_windows in windows], max_batch_frames, class_logits)
         return [
             self._assemble(clip, [out for (c, _), out in zip(windows, outputs) if c == index])
             for index, clip in enumerate(prepared)
@@ -313,8 +345,10 @@ class SpeakerEncoder(
         # The STFT pads each end by n_fft // 2 samples, reflecting the clip: it needs more than that.
         shortest = self.frontend.config.n_fft // 2 + 1
         if len(processed) < shortest:
-            raise AudioError(f"The clip is too short ({1000 * len(wav) / sr:.0f} ms); "
-                             f"at least {1000 * shortest / sr:.0f} ms is needed.")
+            raise AudioError(
+                f"The clip is too short ({1000 * len(wav) / sr:.0f} ms); "
+                f"at least {1000 * shortest / sr:.0f} ms is needed."
+            )
         with torch.inference_mode():
             feats = self.frontend.log_mel(torch.from_numpy(processed).to(self.device).unsqueeze(0))[0]
         positions = np.minimum(np.arange(feats.shape[0]) * hop, len(processed) - 1)
@@ -333,12 +367,10 @@ class SpeakerEncoder(
         """Speech frames of a clip, normalised together, cut into windows of at most ``window_seconds``."""
         speech = clip.feats[torch.from_numpy(clip.pooled).to(clip.feats.device)]
         frames = self.frontend.normalize(speech.unsqueeze(0))[0]
-        size = max(1, int(self.window_seconds * self.frontend.config.sample_rate
-                          / self.frontend.config.hop_length))
+        size = max(1, int(self.window_seconds * self.frontend.config.sample_rate / self.frontend.config.hop_length))
         return list(torch.split(frames, size))
 
-    def _encode_windows(self, windows: list[torch.Tensor], max_batch_frames: int,
-                        class_logits: bool) -> list[tuple]:
+    def _encode_windows(self, windows: list[torch.Tensor], max_batch_frames: int, class_logits: bool) -> list[tuple]:
         """Run the encoder over windows sorted by length, in padded batches of bounded size."""
         order = sorted(range(len(windows)), key=lambda i: windows[i].shape[0])
         results: list[tuple] = [None] * len(windows)  # type: ignore[list-item]

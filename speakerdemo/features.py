@@ -47,8 +47,15 @@ PRESETS: dict[str, FrontEndConfig] = {
     # ML2022 HW4 wav2mel: sox "norm -3" and "silence 1 0.1 1% -1 0.1 1%", then 40 mels, n_fft 400,
     # hop 160, f_min 50, log(x + 1e-9), no normalisation.
     "hw4": FrontEndConfig(
-        n_fft=400, win_length=400, n_mels=40, f_min=50.0, f_max=None, log_offset=1e-9,
-        normalize="none", peak_db=-3.0, trim_silence=True,
+        n_fft=400,
+        win_length=400,
+        n_mels=40,
+        f_min=50.0,
+        f_max=None,
+        log_offset=1e-9,
+        normalize="none",
+        peak_db=-3.0,
+        trim_silence=True,
     ),
 }
 
@@ -68,9 +75,7 @@ def peak_normalize(wav: np.ndarray, peak_db: float) -> np.ndarray:
     return (wav * (10.0 ** (peak_db / 20.0) / peak)).astype(np.float32)
 
 
-def trim_silence(
-    wav: np.ndarray, sample_rate: int, min_silence: float = 0.1, threshold: float = 0.01
-) -> np.ndarray:
+def trim_silence(wav: np.ndarray, sample_rate: int, min_silence: float = 0.1, threshold: float = 0.01) -> np.ndarray:
     """Indices of the samples kept by sox ``silence 1 0.1 1% -1 0.1 1%``.
 
     Sox measures loudness as the RMS over a 20 ms window and drops the leading silence and every
@@ -119,8 +124,13 @@ class FrontEnd(nn.Module):
         self.config = config or FrontEndConfig()
         c = self.config
         self.mel = torchaudio.transforms.MelSpectrogram(
-            sample_rate=c.sample_rate, n_fft=c.n_fft, win_length=c.win_length,
-            hop_length=c.hop_length, f_min=c.f_min, f_max=c.f_max, n_mels=c.n_mels,
+            sample_rate=c.sample_rate,
+            n_fft=c.n_fft,
+            win_length=c.win_length,
+            hop_length=c.hop_length,
+            f_min=c.f_min,
+            f_max=c.f_max,
+            n_mels=c.n_mels,
         )
         # The window and filterbank follow from the config: keep them out of checkpoints.
         for module in self.mel.modules():

@@ -137,9 +137,7 @@ class Gallery:
         if arr.ndim != 2 or arr.shape[0] == 0:
             raise ValueError(f"{what} must be a non-empty sequence of 1-D vectors, got shape {arr.shape}.")
         if self._dim is not None and arr.shape[1] != self._dim:
-            raise ValueError(
-                f"{what} have dimension {arr.shape[1]}, but this gallery holds {self._dim}-D embeddings."
-            )
+            raise ValueError(f"{what} have dimension {arr.shape[1]}, but this gallery holds {self._dim}-D embeddings.")
         if not np.isfinite(arr).all():
             raise ValueError(f"{what} contain NaN or infinite values.")
         norms = np.linalg.norm(arr, axis=1, keepdims=True)
@@ -269,9 +267,7 @@ def _read_clips(data: bytes) -> np.ndarray:
     except safetensors.SafetensorError as err:
         raise GalleryError(f"Not a valid safetensors gallery file ({err}).") from err
     if set(tensors) != {_TENSOR_KEY}:
-        raise GalleryError(
-            f"Gallery file must hold exactly one tensor '{_TENSOR_KEY}', found {sorted(tensors)}."
-        )
+        raise GalleryError(f"Gallery file must hold exactly one tensor '{_TENSOR_KEY}', found {sorted(tensors)}.")
     return tensors[_TENSOR_KEY]
 
 
@@ -334,9 +330,7 @@ def _check_clips(clips: np.ndarray, dim: int | None, speakers: list[tuple[str, i
         raise GalleryError(f"Gallery clips have dimension {clips.shape[1]}, but the metadata says {dim}.")
     total = sum(count for _, count in speakers)
     if total != clips.shape[0]:
-        raise GalleryError(
-            f"Gallery speakers list {total} clips in total, but the tensor has {clips.shape[0]} rows."
-        )
+        raise GalleryError(f"Gallery speakers list {total} clips in total, but the tensor has {clips.shape[0]} rows.")
     if not np.isfinite(clips).all():
         raise GalleryError("Gallery clips contain NaN or infinite values.")
     norms = np.linalg.norm(clips.astype(np.float64), axis=1)

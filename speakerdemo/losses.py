@@ -81,7 +81,11 @@ class AAMSoftmaxHead(CosineHead):
     """
 
     def __init__(
-        self, embed_dim: int, n_classes: int, scale: float = 30.0, margin: float = 0.2,
+        self,
+        embed_dim: int,
+        n_classes: int,
+        scale: float = 30.0,
+        margin: float = 0.2,
         easy_margin: bool = False,
     ) -> None:
         super().__init__(embed_dim, n_classes, scale, margin)

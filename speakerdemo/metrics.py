@@ -50,9 +50,7 @@ def _split_trials(scores: ArrayLike, labels: ArrayLike) -> tuple[np.ndarray, np.
     return np.sort(s[is_target]), np.sort(s[~is_target])
 
 
-def _rates(
-    targets: np.ndarray, nontargets: np.ndarray, thresholds: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
+def _rates(targets: np.ndarray, nontargets: np.ndarray, thresholds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(far, frr) at each threshold, from sorted class scores, by binary search.
 
     ``searchsorted(..., "left")`` counts the scores strictly below a threshold,

@@ -34,11 +34,31 @@ def spectrogram_figure(emb: Embedding, title: str = "") -> go.Figure:
     """Log-mel spectrogram over attention-pooling weights, on one time axis, speech shaded."""
     times, mel, attention = _decimate(emb)
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.68, 0.32], vertical_spacing=0.04)
-    fig.add_trace(go.Heatmap(x=times, z=mel.T, colorscale="Viridis", showscale=False, name="log-mel",
-                             hovertemplate="t=%{x:.2f} s<br>mel bin %{y}<br>%{z:.1f}<extra></extra>"), row=1, col=1)
-    fig.add_trace(go.Scatter(x=times, y=attention, mode="lines", line={"color": "#ef6c00", "width": 1.5},
-                             fill="tozeroy", name="attention",
-                             hovertemplate="t=%{x:.2f} s<br>weight %{y:.4f}<extra></extra>"), row=2, col=1)
+    fig.add_trace(
+        go.Heatmap(
+            x=times,
+            z=mel.T,
+            colorscale="Viridis",
+            showscale=False,
+            name="log-mel",
+            hovertemplate="t=%{x:.2f} s<br>mel bin %{y}<br>%{z:.1f}<extra></extra>",
+        ),
+        row=1,
+        col=1,
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=times,
+            y=attention,
+            mode="lines",
+            line={"color": "#ef6c00", "width": 1.5},
+            fill="tozeroy",
+            name="attention",
+            hovertemplate="t=%{x:.2f} s<br>weight %{y:.4f}<extra></extra>",
+        ),
+        row=2,
+        col=1,
+    )
     for start, end in emb.speech_regions:
         fig.add_vrect(x0=start, x1=end, fillcolor=SPEECH_FILL, line_width=0, row=2, col=1)
     fig.update_yaxes(title_text="mel bin", row=1, col=1)
@@ -47,7 +67,9 @@ def spectrogram_figure(emb: Embedding, title: str = "") -> go.Figure:
     heading = f"{title} — " if title else ""
     fig.update_layout(
         title=f"{heading}{emb.speech_seconds:.1f} s of speech in {emb.duration_seconds:.1f} s (shaded)",
-        height=380, margin={"l": 50, "r": 10, "t": 40, "b": 40}, showlegend=False,
+        height=380,
+        margin={"l": 50, "r": 10, "t": 40, "b": 40},
+        showlegend=False,
     )
     return fig
 
@@ -59,16 +81,38 @@ def score_distribution_figure(calibration: Calibration | None, score: float, thr
         edges = np.asarray(calibration.bin_edges)
         centres = (edges[:-1] + edges[1:]) / 2
         width = float(edges[1] - edges[0])
-        fig.add_trace(go.Bar(x=centres, y=calibration.nontarget_hist, width=width, name="different speakers",
-                             marker_color=NONTARGET_COLOUR, opacity=0.55))
-        fig.add_trace(go.Bar(x=centres, y=calibration.target_hist, width=width, name="same speaker",
-                             marker_color=TARGET_COLOUR, opacity=0.55))
+        fig.add_trace(
+            go.Bar(
+                x=centres,
+                y=calibration.nontarget_hist,
+                width=width,
+                name="different speakers",
+                marker_color=NONTARGET_COLOUR,
+                opacity=0.55,
+            )
+        )
+        fig.add_trace(
+            go.Bar(
+                x=centres,
+                y=calibration.target_hist,
+                width=width,
+                name="same speaker",
+                marker_color=TARGET_COLOUR,
+                opacity=0.55,
+            )
+        )
     fig.add_vline(x=threshold, line_dash="dash", line_color="#555", annotation_text="threshold")
     fig.add_vline(x=score, line_width=3, line_color="#1565c0", annotation_text=f"this pair {score:.3f}")
     trials = f" ({calibration.trials})" if calibration is not None and calibration.trials else ""
-    fig.update_layout(barmode="overlay", title=f"Cosine scores of calibration trials{trials}",
-                      xaxis_title="cosine similarity", yaxis_title="density", height=300,
-                      margin={"l": 50, "r": 10, "t": 40, "b": 40}, legend={"orientation": "h", "y": -0.3})
+    fig.update_layout(
+        barmode="overlay",
+        title=f"Cosine scores of calibration trials{trials}",
+        xaxis_title="cosine similarity",
+        yaxis_title="density",
+        height=300,
+        margin={"l": 50, "r": 10, "t": 40, "b": 40},
+        legend={"orientation": "h", "y": -0.3},
+    )
     if calibration is None:  # no bars to fit: keep the cosine axis instead of autoranging on the annotations
         fig.update_xaxes(range=[-1.05, 1.05])
     return fig
@@ -79,11 +123,23 @@ def ranking_figure(ranking: Ranking) -> go.Figure:
     names = [m.name for m in ranking.matches][::-1]
     scores = [m.score for m in ranking.matches][::-1]
     colours = [TARGET_COLOUR if s >= ranking.threshold else "#9e9e9e" for s in scores]
-    fig = go.Figure(go.Bar(x=scores, y=names, orientation="h", marker_color=colours,
-                           text=[f"{s:.3f}" for s in scores], textposition="auto"))
+    fig = go.Figure(
+        go.Bar(
+            x=scores,
+            y=names,
+            orientation="h",
+            marker_color=colours,
+            text=[f"{s:.3f}" for s in scores],
+            textposition="auto",
+        )
+    )
     fig.add_vline(x=ranking.threshold, line_dash="dash", line_color="#555", annotation_text="threshold")
-    fig.update_layout(title=f"Best match: {ranking.best}", xaxis_title="cosine similarity",
-                      height=120 + 40 * max(1, len(names)), margin={"l": 10, "r": 10, "t": 40, "b": 40})
+    fig.update_layout(
+        title=f"Best match: {ranking.best}",
+        xaxis_title="cosine similarity",
+        height=120 + 40 * max(1, len(names)),
+        margin={"l": 10, "r": 10, "t": 40, "b": 40},
+    )
     return fig
 
 
@@ -104,8 +160,20 @@ def embedding_map_figure(gallery: Gallery, query: np.ndarray | None = None) -> g
         fig.add_trace(go.Scatter(x=xy[:, 0], y=xy[:, 1], mode="markers", name=name, marker={"size": 10}))
     if query is not None:
         xy = (query - mean) @ basis
-        fig.add_trace(go.Scatter(x=[xy[0]], y=[xy[1]], mode="markers", name="query",
-                                 marker={"size": 16, "symbol": "star", "color": "black"}))
-    fig.update_layout(title="Embedding map (PCA of enrolled clips)", xaxis_title="PC 1", yaxis_title="PC 2",
-                      height=360, margin={"l": 50, "r": 10, "t": 40, "b": 40})
+        fig.add_trace(
+            go.Scatter(
+                x=[xy[0]],
+                y=[xy[1]],
+                mode="markers",
+                name="query",
+                marker={"size": 16, "symbol": "star", "color": "black"},
+            )
+        )
+    fig.update_layout(
+        title="Embedding map (PCA of enrolled clips)",
+        xaxis_title="PC 1",
+        yaxis_title="PC 2",
+        height=360,
+        margin={"l": 50, "r": 10, "t": 40, "b": 40},
+    )
     return fig

@@ -95,9 +95,7 @@ def adaptive_snorm(
         raise ValueError(f"scores must be 1-D, got shape {s.shape}.")
     for side, cohort in (("enroll", enroll), ("test", test)):
         if cohort.ndim != 2 or cohort.shape[0] != s.size or cohort.shape[1] < 2:
-            raise ValueError(
-                f"{side}_cohort must have shape ({s.size}, C) with C >= 2, got {cohort.shape}."
-            )
+            raise ValueError(f"{side}_cohort must have shape ({s.size}, C) with C >= 2, got {cohort.shape}.")
     if top_n < 2:
         raise ValueError(f"top_n must be at least 2 to estimate a spread, got {top_n}.")
     if not (np.isfinite(s).all() and np.isfinite(enroll).all() and np.isfinite(test).all()):
@@ -223,8 +221,7 @@ class Calibration:
         missing, unknown = expected - d.keys(), d.keys() - expected
         if missing or unknown:
             raise ValueError(
-                f"Calibration keys do not match: missing {sorted(missing)}, "
-                f"unknown {sorted(map(str, unknown))}."
+                f"Calibration keys do not match: missing {sorted(missing)}, unknown {sorted(map(str, unknown))}."
             )
         if not isinstance(d["trials"], str):
             raise ValueError(f"Calibration 'trials' must be a string, got {type(d['trials']).__name__}.")

@@ -27,11 +27,11 @@ from .gallery import Gallery, GalleryError
 from .plots import embedding_map_figure, ranking_figure, score_distribution_figure, spectrogram_figure
 from .scoring import Calibration
 
-MIN_RELIABLE_SPEECH = 2.0      # seconds of speech under which a score is flagged as unreliable
-MIN_SPEECH_SHARE = 0.3         # clips with less speech than this share are "mostly silence"
-MAX_CLIPPED_SHARE = 0.001      # more clipped samples than this is flagged
+MIN_RELIABLE_SPEECH = 2.0  # seconds of speech under which a score is flagged as unreliable
+MIN_SPEECH_SHARE = 0.3  # clips with less speech than this share are "mostly silence"
+MAX_CLIPPED_SHARE = 0.001  # more clipped samples than this is flagged
 MAX_UPLOAD_MB = 20
-IDENTIFY_CLASSES = 5           # training speakers listed by the classifier in the Identify tab
+IDENTIFY_CLASSES = 5  # training speakers listed by the classifier in the Identify tab
 EXAMPLES_DIR = Path(__file__).parent / "examples"
 
 try:  # On Hugging Face ZeroGPU the GPU is attached only inside functions decorated like this.
@@ -39,6 +39,7 @@ try:  # On Hugging Face ZeroGPU the GPU is attached only inside functions decora
 
     gpu: Callable = spaces.GPU
 except ImportError:
+
     def gpu(fn: Callable) -> Callable:
         return fn
 
@@ -68,8 +69,13 @@ class Demo:
         """Embed clips (paths or (sr, array)) with the session's model; see :meth:`_embed`."""
         return self._embed(self.encoder(session), clips, names)
 
-    def _embed(self, encoder: SpeakerEncoder, clips: Sequence[Any], names: Sequence[str] | None = None,
-               class_logits: bool = False) -> list[Embedding]:
+    def _embed(
+        self,
+        encoder: SpeakerEncoder,
+        clips: Sequence[Any],
+        names: Sequence[str] | None = None,
+        class_logits: bool = False,
+    ) -> list[Embedding]:
         """Embed clips; bad audio becomes a gr.Error naming the clip and the reason."""
         if any(c is None for c in clips):
             raise gr.Error("Please record or upload a clip first.")
@@ -85,8 +91,9 @@ class Demo:
         return spectrogram_figure(emb), clip_report(emb)
 
     # ------------------------------------------------------------------ verify
-    def verify(self, session: Session, a: Any, b: Any,
-               threshold: float) -> tuple[go.Figure, go.Figure, str, go.Figure, float]:
+    def verify(
+        self, session: Session, a: Any, b: Any, threshold: float
+    ) -> tuple[go.Figure, go.Figure, str, go.Figure, float]:
         """Are clips A and B the same speaker? Both are embedded in one batch; the score is kept in
         the page's state so that the threshold slider can redraw the verdict without the model."""
         encoder = self.encoder(session)
@@ -118,8 +125,9 @@ class Demo:
         change(gallery)
         return Session(session.model, gallery)
 
-    def enroll(self, session: Session, name: str, mic: Any,
-               files: Sequence[Any] | None) -> tuple[Session, list[list], go.Figure, str]:
+    def enroll(
+        self, session: Session, name: str, mic: Any, files: Sequence[Any] | None
+    ) -> tuple[Session, list[list], go.Figure, str]:
         """Enroll ``name`` from the microphone clip and/or the uploaded files (either may be empty)."""
         clips = [c for c in [mic, *(files or [])] if c is not None]
         if not (name or "").strip():
@@ -145,8 +153,9 @@ class Demo:
             raise gr.Error(str(err)) from None
         return session, *self.gallery_view(session), f"Removed **{name}**."
 
-    def identify(self, session: Session, clip: Any, threshold: float,
-                 top_k: int) -> tuple[str, go.Figure, list[list], go.Figure, go.Figure]:
+    def identify(
+        self, session: Session, clip: Any, threshold: float, top_k: int
+    ) -> tuple[str, go.Figure, list[list], go.Figure, go.Figure]:
         """Who of the enrolled speakers is this (open set: "unknown" below the threshold)? The only
         handler that asks for class logits, to list the checkpoint's closest training speakers."""
         gallery = self.gallery_of(session)
@@ -157,15 +166,21 @@ class Demo:
         classes = [[name, round(p, 4)] for name, p in encoder.classify(emb, top_k=IDENTIFY_CLASSES)]
         ranking = gallery.rank(emb.vector, top_k=int(top_k), threshold=threshold)
         best = ranking.matches[0]
-        text = (f"## {ranking.best}\n\nBest match **{best.name}** with cosine {best.score:.3f} "
-                f"(threshold {threshold:.3f}).")
+        text = (
+            f"## {ranking.best}\n\nBest match **{best.name}** with cosine {best.score:.3f} (threshold {threshold:.3f})."
+        )
         if ranking.best == "unknown":
             text += " Below the threshold, so the speaker is reported as **unknown**."
         warnings = clip_warnings(emb)
         if warnings:
             text += "\n\n" + "\n\n".join(f"⚠️ {w}" for w in warnings)
-        return (text, ranking_figure(ranking), classes, embedding_map_figure(gallery, emb.vector),
-                spectrogram_figure(emb))
+        return (
+            text,
+            ranking_figure(ranking),
+            classes,
+            embedding_map_figure(gallery, emb.vector),
+            spectrogram_figure(emb),
+        )
 
     def export(self, session: Session) -> str:
         """The gallery as a safetensors file to download (a fresh temporary folder per request)."""
@@ -205,14 +220,15 @@ class Demo:
         return (fresh, encoder.threshold, read_model_card(self.models.choices[model]), *self.gallery_view(fresh))
 
 
-def calibrated_verdict(calibration: Calibration | None, score: float | None,
-                       threshold: float) -> tuple[str, go.Figure]:
+def calibrated_verdict(calibration: Calibration | None, score: float | None, threshold: float) -> tuple[str, go.Figure]:
     """Decision and error rates for a score at a threshold, from the checkpoint's calibration alone."""
     if score is None:
         return "Give two clips and press **Verify**.", score_distribution_figure(calibration, 0.0, threshold)
     same = score >= threshold
-    lines = [f"## {'✅ Same speaker' if same else '❌ Different speakers'}",
-             f"Cosine similarity **{score:.3f}** against threshold **{threshold:.3f}**."]
+    lines = [
+        f"## {'✅ Same speaker' if same else '❌ Different speakers'}",
+        f"Cosine similarity **{score:.3f}** against threshold **{threshold:.3f}**.",
+    ]
     if calibration is not None:
         far, frr = calibration.rates_at(threshold)
         lines.append(
@@ -228,8 +244,9 @@ def calibrated_verdict(calibration: Calibration | None, score: float | None,
 
 
 @gpu
-def _embed_batch(encoder: SpeakerEncoder, clips: list[Any], max_seconds: float,
-                 names: Sequence[str] | None, class_logits: bool) -> list[Embedding]:
+def _embed_batch(
+    encoder: SpeakerEncoder, clips: list[Any], max_seconds: float, names: Sequence[str] | None, class_logits: bool
+) -> list[Embedding]:
     return encoder.embed_batch(clips, max_seconds=max_seconds, names=names, class_logits=class_logits)
 
 
@@ -246,14 +263,20 @@ def clip_warnings(emb: Embedding) -> list[str]:
     """Why a score from this clip may be unreliable, in words."""
     warnings = []
     if emb.speech_seconds < MIN_RELIABLE_SPEECH:
-        warnings.append(f"Only {emb.speech_seconds:.1f} s of speech: scores from clips under "
-                        f"{MIN_RELIABLE_SPEECH:.0f} s of speech are unreliable.")
+        warnings.append(
+            f"Only {emb.speech_seconds:.1f} s of speech: scores from clips under "
+            f"{MIN_RELIABLE_SPEECH:.0f} s of speech are unreliable."
+        )
     if emb.speech_seconds < MIN_SPEECH_SHARE * emb.duration_seconds:
-        warnings.append(f"The clip is mostly silence ({emb.speech_seconds:.1f} s of speech in "
-                        f"{emb.duration_seconds:.1f} s); only the speech was used, but the score may be unreliable.")
+        warnings.append(
+            f"The clip is mostly silence ({emb.speech_seconds:.1f} s of speech in "
+            f"{emb.duration_seconds:.1f} s); only the speech was used, but the score may be unreliable."
+        )
     if emb.clipped_fraction > MAX_CLIPPED_SHARE:
-        warnings.append(f"{100 * emb.clipped_fraction:.1f} % of the samples are clipped (recording too loud): "
-                        "the score may be unreliable.")
+        warnings.append(
+            f"{100 * emb.clipped_fraction:.1f} % of the samples are clipped (recording too loud): "
+            "the score may be unreliable."
+        )
     return warnings
 
 
@@ -294,17 +317,31 @@ def build_demo(demo: Demo) -> gr.Blocks:
             "are the same speaker, and identify speakers you enroll."
         )
         with gr.Row():
-            model = gr.Dropdown(list(demo.models.choices), value=default, label="Model",
-                                interactive=demo.shared is None and len(demo.models.choices) > 1, scale=3)
-            threshold = gr.Slider(-1.0, 1.0, value=round(encoder.threshold, 3), step=0.001, scale=4,
-                                  label="Decision threshold (default: the checkpoint's calibrated EER threshold)")
+            model = gr.Dropdown(
+                list(demo.models.choices),
+                value=default,
+                label="Model",
+                interactive=demo.shared is None and len(demo.models.choices) > 1,
+                scale=3,
+            )
+            threshold = gr.Slider(
+                -1.0,
+                1.0,
+                value=round(encoder.threshold, 3),
+                step=0.001,
+                scale=4,
+                label="Decision threshold (default: the checkpoint's calibrated EER threshold)",
+            )
 
         with gr.Tab("Verify"):
             with gr.Row():
                 clip_a, clip_b = _audio("Clip A"), _audio("Clip B")
             if len(examples) >= 2:
-                gr.Examples([[examples[0], examples[1]], [examples[0], examples[-1]]], [clip_a, clip_b],
-                            label="Generated example clips (espeak-ng voices)")
+                gr.Examples(
+                    [[examples[0], examples[1]], [examples[0], examples[-1]]],
+                    [clip_a, clip_b],
+                    label="Generated example clips (espeak-ng voices)",
+                )
             verify_btn = gr.Button("Verify", variant="primary")
             score = gr.State(None)
             verdict = gr.Markdown("Give two clips and press **Verify**.", elem_id="verdict")
@@ -312,10 +349,15 @@ def build_demo(demo: Demo) -> gr.Blocks:
             with gr.Row():
                 spec_a = gr.Plot(label="Clip A: spectrogram and attention")
                 spec_b = gr.Plot(label="Clip B: spectrogram and attention")
-            verify_btn.click(demo.verify, [session, clip_a, clip_b, threshold], [spec_a, spec_b, verdict, dist, score],
-                             api_name="verify")
-            threshold.change(demo.verdict, [session, score, threshold], [verdict, dist], api_name=False,
-                             show_progress="hidden")
+            verify_btn.click(
+                demo.verify,
+                [session, clip_a, clip_b, threshold],
+                [spec_a, spec_b, verdict, dist, score],
+                api_name="verify",
+            )
+            threshold.change(
+                demo.verdict, [session, score, threshold], [verdict, dist], api_name=False, show_progress="hidden"
+            )
 
         with gr.Tab("Enroll"):
             with gr.Row():
@@ -326,21 +368,29 @@ def build_demo(demo: Demo) -> gr.Blocks:
                     enroll_btn = gr.Button("Enroll", variant="primary")
                     enroll_msg = gr.Markdown(elem_id="enroll-message")
                 with gr.Column():
-                    table = gr.Dataframe(headers=["speaker", "clips"], value=[], label="Enrolled speakers",
-                                         interactive=False, elem_id="gallery-table")
+                    table = gr.Dataframe(
+                        headers=["speaker", "clips"],
+                        value=[],
+                        label="Enrolled speakers",
+                        interactive=False,
+                        elem_id="gallery-table",
+                    )
                     with gr.Row():
                         remove_name = gr.Textbox(label="Remove speaker", max_lines=1, scale=3)
                         remove_btn = gr.Button("Remove", scale=1)
                     with gr.Row():
                         export_btn = gr.Button("Download gallery")
                         export_file = gr.File(label="Gallery file", interactive=False)
-                    import_file = gr.File(label="Upload a gallery (.safetensors)", file_types=[".safetensors"],
-                                          type="filepath")
+                    import_file = gr.File(
+                        label="Upload a gallery (.safetensors)", file_types=[".safetensors"], type="filepath"
+                    )
             changed = [session, table, emb_map, enroll_msg]
-            enrolled = enroll_btn.click(demo.enroll, [session, name, enroll_mic, enroll_files], changed,
-                                        api_name="enroll")
-            enrolled.success(lambda: (None, None), None, [enroll_mic, enroll_files], api_name=False,
-                             show_progress="hidden")
+            enrolled = enroll_btn.click(
+                demo.enroll, [session, name, enroll_mic, enroll_files], changed, api_name="enroll"
+            )
+            enrolled.success(
+                lambda: (None, None), None, [enroll_mic, enroll_files], api_name=False, show_progress="hidden"
+            )
             remove_btn.click(demo.remove, [session, remove_name], changed, api_name="remove")
             export_btn.click(demo.export, [session], [export_file], api_name="export_gallery")
             import_file.upload(demo.load, [session, import_file], changed, api_name="import_gallery")
@@ -354,14 +404,21 @@ def build_demo(demo: Demo) -> gr.Blocks:
                     ident_text = gr.Markdown(elem_id="identify-result")
                 with gr.Column():
                     ranking = gr.Plot(label="Ranking")
-                    classes = gr.Dataframe(headers=["training speaker", "probability"], value=[],
-                                           label="Closest training speakers (the checkpoint's classifier)",
-                                           interactive=False)
+                    classes = gr.Dataframe(
+                        headers=["training speaker", "probability"],
+                        value=[],
+                        label="Closest training speakers (the checkpoint's classifier)",
+                        interactive=False,
+                    )
             with gr.Row():
                 emb_map.render()
                 query_spec = gr.Plot(label="Query: spectrogram and attention")
-            identify_btn.click(demo.identify, [session, query, threshold, top_k],
-                               [ident_text, ranking, classes, emb_map, query_spec], api_name="identify")
+            identify_btn.click(
+                demo.identify,
+                [session, query, threshold, top_k],
+                [ident_text, ranking, classes, emb_map, query_spec],
+                api_name="identify",
+            )
 
         with gr.Tab("Inspect"):
             inspect_in = _audio("Clip")

@@ -2,8 +2,8 @@
 
 import csv
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pytest
@@ -23,8 +23,16 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 # ---------------------------------------------------------------- synthetic speech and tiny models
-def voiced(seconds: float, *, f0: float = 120.0, formant: float = 700.0, sample_rate: int = SAMPLE_RATE,
-           peak: float = 0.5, noise: float = 0.0, seed: int | np.random.Generator = 0) -> np.ndarray:
+def voiced(
+    seconds: float,
+    *,
+    f0: float = 120.0,
+    formant: float = 700.0,
+    sample_rate: int = SAMPLE_RATE,
+    peak: float = 0.5,
+    noise: float = 0.0,
+    seed: int | np.random.Generator = 0,
+) -> np.ndarray:
     """A vowel-like "voice": harmonics of ``f0`` (random phases) under a formant at ``formant`` Hz,
     with a 4 Hz syllable contour and optional white ``noise`` (relative to the harmonics).
 
@@ -48,8 +56,15 @@ def voiced(seconds: float, *, f0: float = 120.0, formant: float = 700.0, sample_
 VOICES = {"alice": (110.0, 600.0), "bob": (180.0, 1600.0), "carol": (290.0, 2800.0)}
 
 
-def write_voices(root: Path, speakers: list[str] | None = None, clips: int = 6, seconds: float = 1.0,
-                 seed: int = 0, suffixes: tuple[str, ...] = (".wav",), sessions: bool = True) -> list[Path]:
+def write_voices(
+    root: Path,
+    speakers: list[str] | None = None,
+    clips: int = 6,
+    seconds: float = 1.0,
+    seed: int = 0,
+    suffixes: tuple[str, ...] = (".wav",),
+    sessions: bool = True,
+) -> list[Path]:
     """A folder per speaker of ``VOICES``: ``root/<speaker>/s<session>/c<i><suffix>`` (or
     ``root/<speaker>/c<i><suffix>`` without ``sessions``), each clip with its own phases, a
     slightly jittered pitch and a little noise."""
@@ -61,8 +76,11 @@ def write_voices(root: Path, speakers: list[str] | None = None, clips: int = 6, 
             folder = root / speaker / (f"s{i % 2}" if sessions else "")
             path = folder / f"c{i}{suffixes[i % len(suffixes)]}"
             path.parent.mkdir(parents=True, exist_ok=True)
-            sf.write(path, voiced(seconds, f0=f0 * rng.uniform(0.97, 1.03), formant=formant, noise=0.01, seed=rng),
-                     SAMPLE_RATE)
+            sf.write(
+                path,
+                voiced(seconds, f0=f0 * rng.uniform(0.97, 1.03), formant=formant, noise=0.01, seed=rng),
+                SAMPLE_RATE,
+            )
             paths.append(path)
     return paths
 
@@ -83,6 +101,7 @@ def tiny_encoder(channels: int = 16, seed: int = 0, **options):
 def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
     """Factory: ``tiny_checkpoint(channels=16, **options)`` saves a ``tiny_encoder`` in a fresh
     folder and returns the folder."""
+
     def make(channels: int = 16, **options) -> Path:
         folder = tmp_path_factory.mktemp("tiny-checkpoint") / "model"
         tiny_encoder(channels, **options).save_pretrained(folder)
@@ -132,8 +151,10 @@ def trained_checkpoint() -> Path:
         if not (path / "config.json").is_file():
             pytest.fail(f"${TEST_MODEL_ENV}={override} is not a checkpoint folder (no config.json).")
         return path.resolve()
-    pytest.skip(f"no trained checkpoint at {DEFAULT_CHECKPOINT.relative_to(REPO_ROOT)} and "
-                f"${TEST_MODEL_ENV} is not set: web-app tests skipped")
+    pytest.skip(
+        f"no trained checkpoint at {DEFAULT_CHECKPOINT.relative_to(REPO_ROOT)} and "
+        f"${TEST_MODEL_ENV} is not set: web-app tests skipped"
+    )
 
 
 @pytest.fixture(scope="session")
@@ -159,8 +180,9 @@ def speech_clips(shared_data: Path) -> dict[str, list[Path]]:
     for speaker in SPEAKERS:
         mine = sorted((r for r in rows if r["speaker"] == speaker), key=lambda r: r["utt"])
         assert mine and all(r["split"] == "test" for r in mine), f"{speaker} must be a test-split speaker"
-        chosen = [root / r["path"] for r in mine
-                  if CLIP_SECONDS[0] <= float(r["duration_s"]) <= CLIP_SECONDS[1]][:CLIPS_PER_SPEAKER]
+        chosen = [root / r["path"] for r in mine if CLIP_SECONDS[0] <= float(r["duration_s"]) <= CLIP_SECONDS[1]][
+            :CLIPS_PER_SPEAKER
+        ]
         assert len(chosen) == CLIPS_PER_SPEAKER, f"{speaker} has too few {CLIP_SECONDS} s test clips"
         missing = [p for p in chosen if not p.is_file()]
         if missing:

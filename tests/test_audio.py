@@ -84,9 +84,26 @@ def best_correlation(a: np.ndarray, b: np.ndarray) -> float:
         ([SR, voiced(2)], "Unsupported audio input of type list."),
     ],
     ids=[
-        "empty-array", "empty-stereo", "empty-bytes", "all-zero", "very-quiet", "nan", "inf",
-        "random-bytes", "truncated-wav-header", "rate-too-low", "rate-too-high", "int64",
-        "complex", "3d-array", "reversed-tuple", "list-in-tuple", "bare-array", "int", "none", "list",
+        "empty-array",
+        "empty-stereo",
+        "empty-bytes",
+        "all-zero",
+        "very-quiet",
+        "nan",
+        "inf",
+        "random-bytes",
+        "truncated-wav-header",
+        "rate-too-low",
+        "rate-too-high",
+        "int64",
+        "complex",
+        "3d-array",
+        "reversed-tuple",
+        "list-in-tuple",
+        "bare-array",
+        "int",
+        "none",
+        "list",
     ],
 )
 def test_bad_input_is_refused_with_a_clear_message(source: object, message: str) -> None:
@@ -304,9 +321,7 @@ def test_mask_length_property(length: int) -> None:
 def test_mask_lines_up_with_torchaudio_mel_frames(length: int) -> None:
     torch = pytest.importorskip("torch")
     torchaudio = pytest.importorskip("torchaudio")
-    mel = torchaudio.transforms.MelSpectrogram(
-        sample_rate=SR, n_fft=400, hop_length=160, n_mels=40, center=True
-    )
+    mel = torchaudio.transforms.MelSpectrogram(sample_rate=SR, n_fft=400, hop_length=160, n_mels=40, center=True)
     n_frames = mel(torch.zeros(length)).shape[-1]
     assert len(detect_speech(np.zeros(length, dtype=np.float32))) == n_frames
 

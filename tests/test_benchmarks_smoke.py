@@ -20,7 +20,9 @@ from speakerdemo.encoder import SpeakerEncoder
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DATA = REPO_ROOT.parent / "shared" / "data"
-HAS_DATA = (DATA / "librispeech-251" / "utterances.csv").is_file() and (DATA / "speechocean762" / "utterances.csv").is_file()
+HAS_DATA = (DATA / "librispeech-251" / "utterances.csv").is_file() and (
+    DATA / "speechocean762" / "utterances.csv"
+).is_file()
 needs_data = pytest.mark.skipif(not HAS_DATA, reason="../shared/data not found: real-audio benchmarks skipped")
 TIMEOUT = 150
 
@@ -35,8 +37,14 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def run(script: str, *args: str) -> str:
     """``python -m benchmarks.<script> --quick ARGS``: asserts exit 0 and the header; returns stdout."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
-    proc = subprocess.run([sys.executable, "-m", f"benchmarks.{script}", "--quick", *args], cwd=REPO_ROOT,
-                          env=env, capture_output=True, text=True, timeout=TIMEOUT)
+    proc = subprocess.run(
+        [sys.executable, "-m", f"benchmarks.{script}", "--quick", *args],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
     assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr[-3000:]}"
     lines = proc.stdout.splitlines()
     assert lines and lines[0].startswith(f"# benchmark: {script} | cpu: "), proc.stdout[:500]
@@ -69,8 +77,10 @@ def test_embed_speed_gpu_body_runs_on_cpu(checkpoint: Path) -> None:
 @needs_data
 def test_accuracy(checkpoint: Path, tmp_path: Path) -> None:
     split = tmp_path / "split.csv"
-    split.write_text("speaker,path,split,root\n" + "".join(
-        f"{s},{s}/x.opus,holdout,.\n" for s in ("ls103", "ls1034", "ls1040", "ls1069")))
+    split.write_text(
+        "speaker,path,split,root\n"
+        + "".join(f"{s},{s}/x.opus,holdout,.\n" for s in ("ls103", "ls1034", "ls1040", "ls1069"))
+    )
     out = run("accuracy", "--checkpoint", str(checkpoint), "--max-trials", "20", "--ood", "--split", str(split))
     assert "trials_test.txt[:20]" in out and "librispeech 8 kHz round trip" in out
 

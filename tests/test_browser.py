@@ -31,9 +31,15 @@ expect = sync_api.expect
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync",
-    "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--use-fake-ui-for-media-stream",
+    "--use-fake-device-for-media-stream",
 ]
 STARTUP_SECONDS = 240
 TIMEOUT_MS = 90_000  # generous: the machine may be busy with training
@@ -67,15 +73,22 @@ def app_url(trained_checkpoint: Path, tmp_path_factory) -> str:
     tmp = tmp_path_factory.mktemp("app")
     port = _free_port()
     url = f"http://127.0.0.1:{port}/"
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
-           "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1",
-           "GRADIO_TEMP_DIR": str(tmp / "gradio")}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
+        "GRADIO_ANALYTICS_ENABLED": "False",
+        "HF_HUB_OFFLINE": "1",
+        "PYTHONUNBUFFERED": "1",
+        "GRADIO_TEMP_DIR": str(tmp / "gradio"),
+    }
     log_path = tmp / "app.log"
     with log_path.open("w") as log:
         proc = subprocess.Popen(
-            [sys.executable, "app.py", "--model", str(trained_checkpoint), "--port", str(port),
-             "--host", "127.0.0.1"],
-            cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+            [sys.executable, "app.py", "--model", str(trained_checkpoint), "--port", str(port), "--host", "127.0.0.1"],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         try:
             deadline = time.monotonic() + STARTUP_SECONDS
@@ -110,7 +123,8 @@ def mic_wav(speech_clips, tmp_path_factory) -> Path:
 def chromium(mic_wav: Path):
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True,
+            executable_path=CHROMIUM,
+            headless=True,
             args=[*CHROMIUM_ARGS, f"--use-file-for-fake-audio-capture={mic_wav}"],
         )
         try:
@@ -269,8 +283,10 @@ def test_verify_same_and_different_speakers(page, speech_clips, tmp_path):
     upload_audio(page, "Clip B", b_other)
     different, _, text, latency_different = verify(page)
     shot(page, tmp_path, "3-verify-different-speakers")
-    print(f"\nverify latency, click to verdict, two 5-s clips: {latency_same:.2f} s (first), "
-          f"{latency_different:.2f} s (second); scores: same {same:.3f}, different {different:.3f}")
+    print(
+        f"\nverify latency, click to verdict, two 5-s clips: {latency_same:.2f} s (first), "
+        f"{latency_different:.2f} s (second); scores: same {same:.3f}, different {different:.3f}"
+    )
     assert same > different
 
     # Moving the threshold redraws the verdict (no new Verify needed).
@@ -338,8 +354,10 @@ def test_microphone_recording(page, speech_clips, tmp_path):
     record(page, "Clip A")
     upload_audio(page, "Clip B", speech_clips[next(iter(speech_clips))][0])
     score, threshold, _, seconds = verify(page)
-    print(f"\nrecorded clip of speaker 1 vs an uploaded clip of speaker 1: cosine {score:.3f} "
-          f"(threshold {threshold:.3f}), {seconds:.2f} s")
+    print(
+        f"\nrecorded clip of speaker 1 vs an uploaded clip of speaker 1: cosine {score:.3f} "
+        f"(threshold {threshold:.3f}), {seconds:.2f} s"
+    )
     assert -1.0 <= score <= 1.0
     shot(page, tmp_path, "10-verify-recording")
 

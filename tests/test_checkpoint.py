@@ -11,8 +11,8 @@ from train.data import read_trials
 from train.evaluate import trial_scores
 
 CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "ecapa-speechocean"
-SAMPLE_TRIALS = 200          # the first 200 of speechocean762/trials_test.txt (test speakers only)
-SAMPLE_EER_BOUND = 0.10      # full-list EER is in the model card; 200 trials are a noisy estimate of it
+SAMPLE_TRIALS = 200  # the first 200 of speechocean762/trials_test.txt (test speakers only)
+SAMPLE_EER_BOUND = 0.10  # full-list EER is in the model card; 200 trials are a noisy estimate of it
 
 
 @pytest.fixture(scope="module")

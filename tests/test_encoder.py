@@ -86,8 +86,9 @@ def test_batch_equals_one_by_one(encoder):
 def test_batch_size_bound_does_not_change_embeddings(encoder, max_batch_frames):
     """Whatever the batches (one window each at 200 frames, all together at 48,000, the device's
     default otherwise), padding and grouping leave every embedding as it is alone."""
-    clips = [(SR, voiced(s, f0=f0, seed=seed))
-             for s, f0, seed in [(1.0, 110, 1), (3.5, 180, 2), (2.2, 140, 3), (1.2, 95, 4)]]
+    clips = [
+        (SR, voiced(s, f0=f0, seed=seed)) for s, f0, seed in [(1.0, 110, 1), (3.5, 180, 2), (2.2, 140, 3), (1.2, 95, 4)]
+    ]
     batched = encoder.embed_batch(clips, max_batch_frames=max_batch_frames)
     for clip, emb in zip(clips, batched):
         np.testing.assert_allclose(encoder.embed_batch([clip], max_batch_frames=1)[0].vector, emb.vector, atol=1e-5)
@@ -95,8 +96,9 @@ def test_batch_size_bound_does_not_change_embeddings(encoder, max_batch_frames):
 
 def test_long_clip_is_windowed_and_averaged(encoder):
     wav = voiced(9.0, seed=4)
-    windowed = SpeakerEncoder(encoder=encoder.encoder_config, head=encoder.head_config,
-                              classes=encoder.classes, window_seconds=3.0)
+    windowed = SpeakerEncoder(
+        encoder=encoder.encoder_config, head=encoder.head_config, classes=encoder.classes, window_seconds=3.0
+    )
     windowed.load_state_dict(encoder.state_dict())
     windowed.eval()
     whole, parts = encoder.embed(wav, SR), windowed.embed(wav, SR)
@@ -106,8 +108,9 @@ def test_long_clip_is_windowed_and_averaged(encoder):
 
 
 def test_save_load_round_trip_gives_identical_embeddings(encoder, tmp_path):
-    encoder.calibration = Calibration.from_scores(np.r_[np.linspace(0.3, 0.9, 50), np.linspace(-0.2, 0.5, 50)],
-                                                  np.r_[np.ones(50), np.zeros(50)], trials="toy")
+    encoder.calibration = Calibration.from_scores(
+        np.r_[np.linspace(0.3, 0.9, 50), np.linspace(-0.2, 0.5, 50)], np.r_[np.ones(50), np.zeros(50)], trials="toy"
+    )
     encoder.save_pretrained(tmp_path)
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["encoder"]["channels"] == 64 and config["classes"] == ["a", "b", "c"]

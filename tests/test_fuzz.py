@@ -58,8 +58,21 @@ HARD_TIMEOUT_S = 60.0
 """A call that runs longer than this is a hang, whatever the machine's load."""
 DTYPES = [np.int8, np.int16, np.int32, np.float32, np.float64]
 COMMON_RATES = [1000, 2000, 3999, 4000, 8000, 11025, 16000, 22050, 32000, 44100, 48000, 96000, 192000]
-CONTENTS = ["silence", "dc", "noise", "voiced", "voiced", "voiced", "clipped", "clipped", "quiet", "nan", "inf", "huge",
-            "denormal"]  # voiced and clipped signals twice as likely: they are the ones that get past validation
+CONTENTS = [
+    "silence",
+    "dc",
+    "noise",
+    "voiced",
+    "voiced",
+    "voiced",
+    "clipped",
+    "clipped",
+    "quiet",
+    "nan",
+    "inf",
+    "huge",
+    "denormal",
+]  # voiced and clipped signals twice as likely: they are the ones that get past validation
 
 
 def examples(n: int) -> int:
@@ -67,9 +80,12 @@ def examples(n: int) -> int:
 
 
 def fuzz_settings(n: int, deadline_s: float) -> settings:
-    return settings(max_examples=examples(n), deadline=deadline_s * 1000, print_blob=True,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                                           HealthCheck.function_scoped_fixture])
+    return settings(
+        max_examples=examples(n),
+        deadline=deadline_s * 1000,
+        print_blob=True,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture],
+    )
 
 
 class Hang(Exception):
@@ -197,8 +213,10 @@ class ArrayCase:
     view: bool  # a zero-copy broadcast view (over-long, never materialised)
 
     def __repr__(self) -> str:  # what hypothesis prints for a failing example
-        return (f"ArrayCase(sr={self.sample_rate}, shape={self.array.shape}, dtype={self.array.dtype}, "
-                f"seconds={self.seconds:.3f}, content={self.content}, view={self.view})")
+        return (
+            f"ArrayCase(sr={self.sample_rate}, shape={self.array.shape}, dtype={self.array.dtype}, "
+            f"seconds={self.seconds:.3f}, content={self.content}, view={self.view})"
+        )
 
 
 @st.composite
@@ -206,12 +224,14 @@ def array_cases(draw: st.DrawFn, max_accepted_seconds: float = 70.0) -> ArrayCas
     dtype = draw(st.sampled_from(DTYPES))
     channels = draw(st.integers(1, 8))
     sample_rate = draw(st.one_of(st.sampled_from(COMMON_RATES), st.integers(1000, 192000)))
-    seconds = draw(st.one_of(
-        st.floats(0, 4),                          # most cases: short clips
-        st.integers(0, 40).map(lambda n: n / 1000),  # a few samples to 40 ms
-        st.floats(4, max_accepted_seconds),       # up to (a little over) the limit
-        st.floats(MAX_SECONDS, 600),              # over-long, up to 10 minutes
-    ))
+    seconds = draw(
+        st.one_of(
+            st.floats(0, 4),  # most cases: short clips
+            st.integers(0, 40).map(lambda n: n / 1000),  # a few samples to 40 ms
+            st.floats(4, max_accepted_seconds),  # up to (a little over) the limit
+            st.floats(MAX_SECONDS, 600),  # over-long, up to 10 minutes
+        )
+    )
     content = draw(st.sampled_from(CONTENTS))
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     frames = int(seconds * sample_rate)
@@ -329,8 +349,7 @@ def test_embed_never_fails_on_random_arrays(small_encoder: SpeakerEncoder, capsy
     @fuzz_settings(300, deadline_s=30)
     @given(case=array_cases(max_accepted_seconds=30.0), min_speech=st.sampled_from([0.0, 0.5]))
     def check(case: ArrayCase, min_speech: float) -> None:
-        got = outcome(lambda: small_encoder.embed(case.array, case.sample_rate, min_speech_seconds=min_speech),
-                      tally)
+        got = outcome(lambda: small_encoder.embed(case.array, case.sample_rate, min_speech_seconds=min_speech), tally)
         must = expected_refusal(case)
         if got.message is None:
             assert must is None, f"accepted although it should be refused ({must})"
@@ -475,9 +494,27 @@ def damaged_files(draw: st.DrawFn, pool: list[Encoded]) -> tuple[str, bytes, str
     item = draw(st.sampled_from(pool))
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     data = bytearray(item.data)
-    steps = draw(st.lists(st.sampled_from(
-        ["intact", "truncate", "header-only", "flip", "overwrite", "zero-span", "garbage-prefix", "splice",
-         "lying-sizes", "random-bytes", "empty"]), min_size=1, max_size=2))
+    steps = draw(
+        st.lists(
+            st.sampled_from(
+                [
+                    "intact",
+                    "truncate",
+                    "header-only",
+                    "flip",
+                    "overwrite",
+                    "zero-span",
+                    "garbage-prefix",
+                    "splice",
+                    "lying-sizes",
+                    "random-bytes",
+                    "empty",
+                ]
+            ),
+            min_size=1,
+            max_size=2,
+        )
+    )
     for step in steps:
         n = len(data)
         if step == "truncate" and n:
@@ -496,7 +533,7 @@ def damaged_files(draw: st.DrawFn, pool: list[Encoded]) -> tuple[str, bytes, str
         elif step == "splice":
             other = draw(st.sampled_from(pool)).data
             cut = int(rng.integers(0, max(1, min(n, 2048))))
-            data = data[:cut] + bytearray(other[int(rng.integers(0, len(other))):])
+            data = data[:cut] + bytearray(other[int(rng.integers(0, len(other))) :])
         elif step == "lying-sizes" and n >= 8:
             data = _lying_sizes(data, rng)
         elif step == "random-bytes":
@@ -506,14 +543,19 @@ def damaged_files(draw: st.DrawFn, pool: list[Encoded]) -> tuple[str, bytes, str
     return item.suffix, bytes(data), f"{item.kind}: {'+'.join(steps)} -> {len(data)} bytes"
 
 
-def test_load_audio_never_fails_on_damaged_files(encoded_pool: list[Encoded], tmp_path_factory,
-                                                 capsys: pytest.CaptureFixture) -> None:
+def test_load_audio_never_fails_on_damaged_files(
+    encoded_pool: list[Encoded], tmp_path_factory, capsys: pytest.CaptureFixture
+) -> None:
     tally = Tally("load_audio on damaged wav/flac/ogg/opus/mp3 (bytes and paths)", Counter())
     folder = tmp_path_factory.mktemp("damaged")
 
     @fuzz_settings(500, deadline_s=20)
-    @given(case=damaged_files(encoded_pool), as_path=st.booleans(), wrong_suffix=st.booleans(),
-           min_speech=st.sampled_from([0.0, 0.5]))
+    @given(
+        case=damaged_files(encoded_pool),
+        as_path=st.booleans(),
+        wrong_suffix=st.booleans(),
+        min_speech=st.sampled_from([0.0, 0.5]),
+    )
     def check(case: tuple[str, bytes, str], as_path: bool, wrong_suffix: bool, min_speech: float) -> None:
         suffix, data, _ = case
         if as_path:
@@ -531,9 +573,14 @@ def test_load_audio_never_fails_on_damaged_files(encoded_pool: list[Encoded], tm
     assert tally.total >= examples(500) and tally.outcomes["result"] > 0 and tally.outcomes["AudioError"] > 0
 
 
-def test_app_handlers_never_fail_on_damaged_files(demo: Demo, encoded_pool: list[Encoded], good_clip: tuple,
-                                                  small_encoder: SpeakerEncoder, tmp_path_factory,
-                                                  capsys: pytest.CaptureFixture) -> None:
+def test_app_handlers_never_fail_on_damaged_files(
+    demo: Demo,
+    encoded_pool: list[Encoded],
+    good_clip: tuple,
+    small_encoder: SpeakerEncoder,
+    tmp_path_factory,
+    capsys: pytest.CaptureFixture,
+) -> None:
     """What Gradio hands the handlers for an upload: a file path. ``embed`` also gets the bytes."""
     tally = Tally("Demo.inspect / Demo.verify / embed on damaged files", Counter())
     folder = tmp_path_factory.mktemp("uploads")

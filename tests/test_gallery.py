@@ -241,10 +241,14 @@ def test_hand_built_good_file_loads():
         (_file(np.array([1.0, 0.0], np.float32), GOOD_META), "must be 2-D"),
         (_file(UNIT.astype(np.float64), GOOD_META), "must be float32"),
         (_file(UNIT, {**GOOD_META, "speakers": [{"name": "a", "clips": 1}] * 2}), "duplicate speaker names"),
-        (_file(UNIT, {**GOOD_META, "speakers": [{"name": "a", "clips": 2}, {"name": "", "clips": 0}]}),
-         "positive clip"),
-        (_file(UNIT, {**GOOD_META, "speakers": [{"name": "a", "clips": 1}, {"name": " ", "clips": 1}]}),
-         "invalid name"),
+        (
+            _file(UNIT, {**GOOD_META, "speakers": [{"name": "a", "clips": 2}, {"name": "", "clips": 0}]}),
+            "positive clip",
+        ),
+        (
+            _file(UNIT, {**GOOD_META, "speakers": [{"name": "a", "clips": 1}, {"name": " ", "clips": 1}]}),
+            "invalid name",
+        ),
         (_file(UNIT, {**GOOD_META, "speakers": [{"name": "a", "clips": 1}, {"name": "b ", "clips": 1}]}), "whitespace"),
         (_file(UNIT, {**GOOD_META, "speakers": "a,b"}), "must be a list"),
         (_file(UNIT, GOOD_META, {"other": UNIT}), "exactly one tensor"),

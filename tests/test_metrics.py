@@ -131,9 +131,7 @@ def test_min_dcf_costs():
     assert threshold == 0.4
 
 
-@pytest.mark.parametrize(
-    "fn", [det_curve, compute_eer, compute_min_dcf]
-)
+@pytest.mark.parametrize("fn", [det_curve, compute_eer, compute_min_dcf])
 @pytest.mark.parametrize(
     ("scores", "labels", "message"),
     [

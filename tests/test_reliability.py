@@ -61,8 +61,14 @@ PYTHON = sys.executable
 
 
 def subprocess_env(**extra: str) -> dict[str, str]:
-    return {**os.environ, "OMP_NUM_THREADS": "1", "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1",
-            "PYTHONPATH": str(REPO), **extra}
+    return {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "GRADIO_ANALYTICS_ENABLED": "False",
+        "PYTHONUNBUFFERED": "1",
+        "PYTHONPATH": str(REPO),
+        **extra,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -128,19 +134,35 @@ def _safetensors_with_header(header: dict, payload: bytes) -> bytes:
     return struct.pack("<Q", len(raw)) + raw + payload
 
 
-@pytest.mark.parametrize(("header", "payload"), [
-    ({"clips": {"dtype": "F32", "shape": [2**40, 8], "data_offsets": [0, 64]}}, bytes(64)),
-    ({"clips": {"dtype": "F32", "shape": [2, 8], "data_offsets": [0, 2**40]}}, bytes(64)),
-    ({"clips": {"dtype": "F32", "shape": [2, 8], "data_offsets": [32, 0]}}, bytes(64)),
-    ({"clips": {"dtype": "F32", "shape": [-2, 8], "data_offsets": [0, 64]}}, bytes(64)),
-    ({"clips": {"dtype": "F32", "shape": [2, 2, 4], "data_offsets": [0, 64]},
-      "__metadata__": {"speakerdemo_gallery": json.dumps({"version": 1, "dim": 8,
-                                                          "speakers": [{"name": "a", "clips": 2}]})}}, bytes(64)),
-    ({"clips": {"dtype": "I32", "shape": [2, 8], "data_offsets": [0, 64]},
-      "__metadata__": {"speakerdemo_gallery": json.dumps({"version": 1, "dim": 8,
-                                                          "speakers": [{"name": "a", "clips": 2}]})}}, bytes(64)),
-    ({"clips": {"dtype": "XX", "shape": [2, 8], "data_offsets": [0, 64]}}, bytes(64)),
-], ids=["2^40-rows", "offsets-past-end", "offsets-reversed", "negative-shape", "3-D", "int32", "unknown-dtype"])
+@pytest.mark.parametrize(
+    ("header", "payload"),
+    [
+        ({"clips": {"dtype": "F32", "shape": [2**40, 8], "data_offsets": [0, 64]}}, bytes(64)),
+        ({"clips": {"dtype": "F32", "shape": [2, 8], "data_offsets": [0, 2**40]}}, bytes(64)),
+        ({"clips": {"dtype": "F32", "shape": [2, 8], "data_offsets": [32, 0]}}, bytes(64)),
+        ({"clips": {"dtype": "F32", "shape": [-2, 8], "data_offsets": [0, 64]}}, bytes(64)),
+        (
+            {
+                "clips": {"dtype": "F32", "shape": [2, 2, 4], "data_offsets": [0, 64]},
+                "__metadata__": {
+                    "speakerdemo_gallery": json.dumps({"version": 1, "dim": 8, "speakers": [{"name": "a", "clips": 2}]})
+                },
+            },
+            bytes(64),
+        ),
+        (
+            {
+                "clips": {"dtype": "I32", "shape": [2, 8], "data_offsets": [0, 64]},
+                "__metadata__": {
+                    "speakerdemo_gallery": json.dumps({"version": 1, "dim": 8, "speakers": [{"name": "a", "clips": 2}]})
+                },
+            },
+            bytes(64),
+        ),
+        ({"clips": {"dtype": "XX", "shape": [2, 8], "data_offsets": [0, 64]}}, bytes(64)),
+    ],
+    ids=["2^40-rows", "offsets-past-end", "offsets-reversed", "negative-shape", "3-D", "int32", "unknown-dtype"],
+)
 def test_gallery_headers_that_lie_about_shapes_are_refused(header: dict, payload: bytes) -> None:
     with pytest.raises(GalleryError):
         Gallery.from_bytes(_safetensors_with_header(header, payload))
@@ -173,8 +195,9 @@ def test_damaged_gallery_is_refused_or_loads_valid(flips: list[tuple[int, int]])
         assert name == name.strip() and 0 < len(name) <= 64
 
 
-def test_nothing_is_ever_unpickled(trap: tuple[PickleTrap, Path], tmp_path: Path, demo: Demo,
-                                   tiny_checkpoint: Callable[..., Path]) -> None:
+def test_nothing_is_ever_unpickled(
+    trap: tuple[PickleTrap, Path], tmp_path: Path, demo: Demo, tiny_checkpoint: Callable[..., Path]
+) -> None:
     """A pickle (plain or torch's zip format) wherever the project reads a file: galleries (file,
     upload in the app, persistent gallery at start-up), checkpoints (weights, config, a stray
     pytorch_model.bin) and training states. Every one is refused with a message; the trap never fires."""
@@ -223,8 +246,9 @@ def test_nothing_is_ever_unpickled(trap: tuple[PickleTrap, Path], tmp_path: Path
     assert not marker.exists()
 
 
-def test_damaged_checkpoints_are_refused_with_a_checkpoint_error(tmp_path: Path,
-                                                                 tiny_checkpoint: Callable[..., Path]) -> None:
+def test_damaged_checkpoints_are_refused_with_a_checkpoint_error(
+    tmp_path: Path, tiny_checkpoint: Callable[..., Path]
+) -> None:
     """Truncated weights (inside the header and inside the data), a tensor of the wrong shape, an
     extra tensor, and config.json files that are not what they claim: one clear CheckpointError each."""
     good = tiny_checkpoint()
@@ -241,11 +265,25 @@ def test_damaged_checkpoints_are_refused_with_a_checkpoint_error(tmp_path: Path,
             SpeakerEncoder.from_pretrained(folder, device="cpu")
 
     header_end = 8 + struct.unpack("<Q", weights[:8])[0]
-    cuts = sorted({0, 1, 7, 8, 9, header_end // 2, header_end - 1, header_end, header_end + 1, len(weights) - 1,
-                   *np.linspace(header_end, len(weights) - 1, 12).astype(int).tolist()})
+    cuts = sorted(
+        {
+            0,
+            1,
+            7,
+            8,
+            9,
+            header_end // 2,
+            header_end - 1,
+            header_end,
+            header_end + 1,
+            len(weights) - 1,
+            *np.linspace(header_end, len(weights) - 1, 12).astype(int).tolist(),
+        }
+    )
     for cut in cuts:
-        refused(lambda f, cut=cut: (f / "model.safetensors").write_bytes(weights[:cut]),
-                "not a readable safetensors file")
+        refused(
+            lambda f, cut=cut: (f / "model.safetensors").write_bytes(weights[:cut]), "not a readable safetensors file"
+        )
 
     from safetensors.torch import load_file, save_file
 
@@ -253,19 +291,45 @@ def test_damaged_checkpoints_are_refused_with_a_checkpoint_error(tmp_path: Path,
     name = next(k for k, v in state.items() if v.dim() == 3)
     misshapen = {**state, name: state[name].transpose(0, 2).contiguous()}
     refused(lambda f: save_file(misshapen, f / "model.safetensors"), "does not match its config.json")
-    refused(lambda f: save_file({**state, "extra": torch.zeros(3)}, f / "model.safetensors"),
-            "does not match its config.json")
-    for bad in ([1, 2, 3], "ecapa", {**config, "encoder": {"name": "os.system"}},
-                {**config, "encoder": {"name": "ecapa_tdnn", "channels": -16}},
-                {**config, "frontend": {"n_mels": "80"}}, {**config, "calibration": {"threshold": 0.5}},
-                {**config, "window_seconds": "long"}, {**config, "head": {"name": "softmax"}}):
+    refused(
+        lambda f: save_file({**state, "extra": torch.zeros(3)}, f / "model.safetensors"),
+        "does not match its config.json",
+    )
+    for bad in (
+        [1, 2, 3],
+        "ecapa",
+        {**config, "encoder": {"name": "os.system"}},
+        {**config, "encoder": {"name": "ecapa_tdnn", "channels": -16}},
+        {**config, "frontend": {"n_mels": "80"}},
+        {**config, "calibration": {"threshold": 0.5}},
+        {**config, "window_seconds": "long"},
+        {**config, "head": {"name": "softmax"}},
+    ):
         refused(lambda f, bad=bad: (f / "config.json").write_text(json.dumps(bad)), "config.json|classes")
     refused(lambda f: (f / "config.json").write_bytes(b"\xff\xfe{}"), "does not describe a speakerdemo model")
 
 
 # ============================================================================ paths
-SEGMENTS = ["..", ".", "a", "b", "", "~", "...", "%2e%2e", "..\\..", "link_out", "link_in", "loop", "evil.wav",
-            "etc", "passwd", "\x00", " ", "a\nb"]
+SEGMENTS = [
+    "..",
+    ".",
+    "a",
+    "b",
+    "",
+    "~",
+    "...",
+    "%2e%2e",
+    "..\\..",
+    "link_out",
+    "link_in",
+    "loop",
+    "evil.wav",
+    "etc",
+    "passwd",
+    "\x00",
+    " ",
+    "a\nb",
+]
 
 
 @pytest.fixture(scope="module")
@@ -302,9 +366,21 @@ def test_no_path_string_leaves_the_data_root(data_root: Path, segments: list[str
     assert path == path.resolve()  # no link left to follow out
 
 
-@pytest.mark.parametrize("entry", ["../outside/secret.wav", "../../etc/passwd", "/etc/passwd",
-                                   "link_out/secret.wav", "evil.wav", "spk/evil.wav", "spk_out/secret.wav",
-                                   "a/../../outside/secret.wav", "loop/x.wav", "spk/ok.wav\x00.txt"])
+@pytest.mark.parametrize(
+    "entry",
+    [
+        "../outside/secret.wav",
+        "../../etc/passwd",
+        "/etc/passwd",
+        "link_out/secret.wav",
+        "evil.wav",
+        "spk/evil.wav",
+        "spk_out/secret.wav",
+        "a/../../outside/secret.wav",
+        "loop/x.wav",
+        "spk/ok.wav\x00.txt",
+    ],
+)
 def test_every_list_format_refuses_entries_that_leave_the_root(data_root: Path, tmp_path: Path, entry: str) -> None:
     manifest = tmp_path / "m.csv"
     manifest.write_text(f"speaker,path\nalice,spk/ok.wav\nmallory,{entry}\n")
@@ -315,11 +391,15 @@ def test_every_list_format_refuses_entries_that_leave_the_root(data_root: Path, 
     hw4 = tmp_path / "hw4"
     shutil.copytree(data_root, hw4, symlinks=True)
     (hw4 / "mapping.json").write_text(json.dumps({"speaker2id": {"mallory": 0}}))
-    (hw4 / "metadata.json").write_text(json.dumps({"n_mels": 40, "speakers": {"mallory": [
-        {"feature_path": entry, "mel_len": 10}]}}))
-    readers = {"manifest": lambda: manifest_source(manifest, data_root),
-               "voxceleb list": lambda: voxceleb_list_source(listing, data_root),
-               "trial list": lambda: read_trials(trials, data_root), "hw4 metadata": lambda: load_hw4(hw4)}
+    (hw4 / "metadata.json").write_text(
+        json.dumps({"n_mels": 40, "speakers": {"mallory": [{"feature_path": entry, "mel_len": 10}]}})
+    )
+    readers = {
+        "manifest": lambda: manifest_source(manifest, data_root),
+        "voxceleb list": lambda: voxceleb_list_source(listing, data_root),
+        "trial list": lambda: read_trials(trials, data_root),
+        "hw4 metadata": lambda: load_hw4(hw4),
+    }
     if " " in entry:  # the whitespace-separated lists cannot even hold it
         readers = {"manifest": readers["manifest"], "hw4 metadata": readers["hw4 metadata"]}
     for read in readers.values():
@@ -383,20 +463,38 @@ STEPS, EVERY = 90, 3
 # (how, KILL_AT): injected kills die inside the process at the AT-th state save since it started;
 # "tmp" kills from outside as soon as a new temporary state file appears; "random" at a random
 # moment after the process has saved a state.
-KILL_PLAN = [("random", 0), ("mid-write", 2), ("tmp", 0), ("before-rename", 2), ("after-rename", 1),
-             ("random", 0), ("mid-write", 1)]
+KILL_PLAN = [
+    ("random", 0),
+    ("mid-write", 2),
+    ("tmp", 0),
+    ("before-rename", 2),
+    ("after-rename", 1),
+    ("random", 0),
+    ("mid-write", 1),
+]
 
 
 def fit_args(run_dir: Path, data: Path) -> list[str]:
     settings_ = {
-        "seed": 3, "data.sources": [{"type": "folder", "root": str(data), "repeats": 4}], "data.crop_seconds": 0.5,
-        "data.split": {"kind": "utterance", "val_fraction": 0.25}, "frontend": {"n_mels": 40},
+        "seed": 3,
+        "data.sources": [{"type": "folder", "root": str(data), "repeats": 4}],
+        "data.crop_seconds": 0.5,
+        "data.split": {"kind": "utterance", "val_fraction": 0.25},
+        "frontend": {"n_mels": 40},
         "encoder": {"name": "ecapa_tdnn", "channels": 16, "embed_dim": 16, "scale": 4, "attention_bottleneck": 8},
         "augment": {"spec_freq_mask": 4, "spec_time_mask": 5, "spec_prob": 0.5},
-        "head": {"name": "aam_softmax", "scale": 30.0, "margin": 0.2}, "optim": {"name": "adamw", "lr": 0.01},
+        "head": {"name": "aam_softmax", "scale": 30.0, "margin": 0.2},
+        "optim": {"name": "adamw", "lr": 0.01},
         "schedule": {"name": "cosine", "warmup_steps": 5},
-        "train": {"steps": STEPS, "batch_size": 8, "num_workers": 0, "log_every": 1, "validate_every": 15,
-                  "checkpoint_every": EVERY, "best_metric": "val_accuracy"},
+        "train": {
+            "steps": STEPS,
+            "batch_size": 8,
+            "num_workers": 0,
+            "log_every": 1,
+            "validate_every": 15,
+            "checkpoint_every": EVERY,
+            "best_metric": "val_accuracy",
+        },
     }
     overrides = [a for k, v in settings_.items() for a in ("--set", f"{k}={json.dumps(v)}")]
     return ["fit", "--run-dir", str(run_dir), *overrides]
@@ -406,7 +504,7 @@ def metric_rows(run_dir: Path) -> list[dict]:
     """The metrics log; a line torn by a kill (the resumed run drops it) ends the list."""
     rows = []
     path = run_dir / "metrics.jsonl"
-    for line in (path.read_text().splitlines() if path.exists() else []):
+    for line in path.read_text().splitlines() if path.exists() else []:
         try:
             rows.append(json.loads(line))
         except json.JSONDecodeError:
@@ -443,8 +541,13 @@ def test_training_resumes_exactly_after_repeated_sigkills(tmp_path: Path, capsys
     data = tmp_path / "data"
     write_voices(data, sessions=False)
     reference, victim = tmp_path / "reference", tmp_path / "victim"
-    ref = subprocess.Popen([PYTHON, "-m", "train", *fit_args(reference, data)], cwd=REPO, env=subprocess_env(),
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ref = subprocess.Popen(
+        [PYTHON, "-m", "train", *fit_args(reference, data)],
+        cwd=REPO,
+        env=subprocess_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     rng = random.Random(int(os.environ.get("CRASH_SEED", "0")))
     plan = KILL_PLAN[: int(os.environ.get("CRASH_KILLS", len(KILL_PLAN)))]
     kills: list[str] = []
@@ -457,16 +560,24 @@ def test_training_resumes_exactly_after_repeated_sigkills(tmp_path: Path, capsys
             env = subprocess_env(KILL_MODE=how if at else "", KILL_AT=str(at))
             before = temp_states(victim) if victim.exists() else set()
             start_step = previous
-            proc = subprocess.Popen([PYTHON, "-c", KILLER, *args], cwd=REPO, env=env,
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            proc = subprocess.Popen(
+                [PYTHON, "-c", KILLER, *args],
+                cwd=REPO,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
             if how in ("random", "tmp"):
                 if how == "random":  # wait for this process' first save, then a random moment more
-                    seen = _wait(lambda s=start_step: _safe(lambda: state_step(victim) not in (None, s)), proc, 240,
-                                 poll=0.02)
+                    seen = _wait(
+                        lambda s=start_step: _safe(lambda: state_step(victim) not in (None, s)), proc, 240, poll=0.02
+                    )
                     time.sleep(rng.uniform(0.0, 0.4))
                 else:
-                    seen = (_wait(lambda: (victim / "config.yaml").exists(), proc, 240, poll=0.02) and
-                            _wait(lambda b=before: bool(temp_states(victim) - b), proc, 240, poll=0.0002))
+                    seen = _wait(lambda: (victim / "config.yaml").exists(), proc, 240, poll=0.02) and _wait(
+                        lambda b=before: bool(temp_states(victim) - b), proc, 240, poll=0.0002
+                    )
                 assert seen, f"{how}: no new state was written (exit {proc.poll()}): {_stderr(proc)}"
                 proc.send_signal(signal.SIGKILL)
             try:
@@ -499,8 +610,11 @@ def test_training_resumes_exactly_after_repeated_sigkills(tmp_path: Path, capsys
                 p.kill()
                 p.wait()
 
-    resumed_from = [line.split("resumed from step ")[1].split()[0]
-                    for line in (victim / "train.log").read_text().splitlines() if "resumed from step" in line]
+    resumed_from = [
+        line.split("resumed from step ")[1].split()[0]
+        for line in (victim / "train.log").read_text().splitlines()
+        if "resumed from step" in line
+    ]
     assert [int(s) for s in resumed_from] == [int(k.split("@")[1].split()[0]) for k in kills]
     want, got = metric_rows(reference), metric_rows(victim)
     assert [r["step"] for r in got] == [r["step"] for r in want]
@@ -514,14 +628,22 @@ def test_training_resumes_exactly_after_repeated_sigkills(tmp_path: Path, capsys
     damaged = tmp_path / "damaged"
     shutil.copytree(victim, damaged)
     (damaged / "state.pt").write_bytes((victim / "state.pt").read_bytes()[:4096])
-    out = subprocess.run([PYTHON, "-m", "train", "fit", "--resume", str(damaged)], cwd=REPO, env=subprocess_env(),
-                         capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [PYTHON, "-m", "train", "fit", "--resume", str(damaged)],
+        cwd=REPO,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 2 and "is not a readable training state" in out.stderr, out.stderr[-2000:]
     assert "Traceback" not in out.stderr
     with capsys.disabled():
-        print(f"\n[crash] training: {len(kills)} SIGKILLs survived, resumed each time from the last complete "
-              f"checkpoint: {', '.join(kills)}; {leftovers} interrupted temporary state file(s) left behind "
-              f"and ignored; final losses/val accuracy/weights identical to the uninterrupted run")
+        print(
+            f"\n[crash] training: {len(kills)} SIGKILLs survived, resumed each time from the last complete "
+            f"checkpoint: {', '.join(kills)}; {leftovers} interrupted temporary state file(s) left behind "
+            f"and ignored; final losses/val accuracy/weights identical to the uninterrupted run"
+        )
     assert len(kills) >= min(5, len(plan))
 
 
@@ -606,15 +728,22 @@ def check_gallery_version(g: Gallery) -> int:
     return index[-1]
 
 
-def test_persistent_gallery_is_old_or_new_after_sigkill_mid_write(tmp_path: Path,
-                                                                   capsys: pytest.CaptureFixture) -> None:
+def test_persistent_gallery_is_old_or_new_after_sigkill_mid_write(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     """Forty processes looping SharedGallery updates (each write ~1 MB) are SIGKILLed at random
     moments; after each kill the file loads and is one complete version, never older than the
     one before the kill. Temporary files left behind show how many kills landed inside a write."""
     path = tmp_path / "shared.safetensors"
-    zygote = subprocess.Popen([PYTHON, "-c", ZYGOTE, str(path), str(GALLERY_DIM), str(GALLERY_CLIPS),
-                               str(GALLERY_KEEP)], cwd=REPO, env=subprocess_env(), stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    zygote = subprocess.Popen(
+        [PYTHON, "-c", ZYGOTE, str(path), str(GALLERY_DIM), str(GALLERY_CLIPS), str(GALLERY_KEEP)],
+        cwd=REPO,
+        env=subprocess_env(),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     rng = random.Random(0)
     mid_write = versions = 0
     last = -1
@@ -634,8 +763,9 @@ def test_persistent_gallery_is_old_or_new_after_sigkill_mid_write(tmp_path: Path
             zygote.stdin.write(f"reap {pid}\n")
             zygote.stdin.flush()
             status = int(zygote.stdout.readline())
-            assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, \
+            assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, (
                 f"the writer did not run until killed (status {status}): a gallery it could not load?"
+            )
             newest = check_gallery_version(Gallery.load(path))
             assert newest >= last
             versions += newest - last
@@ -649,8 +779,10 @@ def test_persistent_gallery_is_old_or_new_after_sigkill_mid_write(tmp_path: Path
             zygote.stdin.close()
             zygote.wait(timeout=30)
     with capsys.disabled():
-        print(f"\n[crash] persistent gallery: {GALLERY_KILLS} SIGKILLs, {mid_write} of them inside a write; "
-              f"{versions} versions written; the file loaded as one complete version every time")
+        print(
+            f"\n[crash] persistent gallery: {GALLERY_KILLS} SIGKILLs, {mid_write} of them inside a write; "
+            f"{versions} versions written; the file loaded as one complete version every time"
+        )
     assert mid_write > 0, "no kill landed inside a write: the test proved nothing"
 
 
@@ -658,9 +790,14 @@ def test_persistent_gallery_is_old_or_new_after_sigkill_mid_write(tmp_path: Path
 def _sparse_wav(path: Path, total_bytes: int, sample_rate: int = SR) -> Path:
     """A 16-bit mono WAV header declaring ``total_bytes``, then a hole (no disk space used)."""
     data = total_bytes - 44
-    header = (b"RIFF" + struct.pack("<I", total_bytes - 8) + b"WAVEfmt " +
-              struct.pack("<IHHIIHH", 16, 1, 1, sample_rate, sample_rate * 2, 2, 16) +
-              b"data" + struct.pack("<I", data))
+    header = (
+        b"RIFF"
+        + struct.pack("<I", total_bytes - 8)
+        + b"WAVEfmt "
+        + struct.pack("<IHHIIHH", 16, 1, 1, sample_rate, sample_rate * 2, 2, 16)
+        + b"data"
+        + struct.pack("<I", data)
+    )
     with open(path, "wb") as f:
         f.write(header)
         f.truncate(total_bytes)
@@ -681,8 +818,9 @@ def no_decoding(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return calls
 
 
-def test_200_mb_upload_is_refused_from_its_size_alone(tmp_path: Path, demo: Demo, no_decoding: list[str],
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_200_mb_upload_is_refused_from_its_size_alone(
+    tmp_path: Path, demo: Demo, no_decoding: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     big = _sparse_wav(tmp_path / "big.wav", 200 * 2**20)
     monkeypatch.setattr(audio_module.sf, "info", lambda *a, **k: pytest.fail("the header was read"))
     start = time.perf_counter()
@@ -701,15 +839,20 @@ def test_200_mb_upload_is_refused_from_its_size_alone(tmp_path: Path, demo: Demo
 
 
 @pytest.mark.parametrize("kind", ["wav", "flac", "ogg-vorbis", "ogg-opus", "mp3"])
-def test_over_long_clip_is_refused_from_its_header_in_every_container(kind: str, tmp_path: Path, demo: Demo,
-                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_over_long_clip_is_refused_from_its_header_in_every_container(
+    kind: str, tmp_path: Path, demo: Demo, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Over 60 s by its header: refused before decoding, as a file path (upload) and as bytes."""
     if kind == "wav":  # 45 MB, under the size limit, 24 minutes by its header
         path = _sparse_wav(tmp_path / "long.wav", 45 * 2**20)
         words = r"The clip is 1474\.6 s long; the limit is 60 s\."
     else:
-        fmt, subtype, rate = {"flac": ("FLAC", "PCM_16", 16000), "ogg-vorbis": ("OGG", "VORBIS", 16000),
-                              "ogg-opus": ("OGG", "OPUS", 48000), "mp3": ("MP3", "MPEG_LAYER_III", 16000)}[kind]
+        fmt, subtype, rate = {
+            "flac": ("FLAC", "PCM_16", 16000),
+            "ogg-vorbis": ("OGG", "VORBIS", 16000),
+            "ogg-opus": ("OGG", "OPUS", 48000),
+            "mp3": ("MP3", "MPEG_LAYER_III", 16000),
+        }[kind]
         path = tmp_path / f"long.{fmt.lower()}"
         sf.write(path, np.tile(voiced(1.0, sample_rate=rate), 75), rate, format=fmt, subtype=subtype)
         words = r"The clip is 75\.\d s long; the limit is 60 s\."
@@ -726,8 +869,9 @@ def test_over_long_clip_is_refused_from_its_header_in_every_container(kind: str,
 
 
 # ============================================================================ load (CI variant)
-def test_app_serves_concurrent_sessions_without_failures_or_leaks(app_checkpoint: Path, tmp_path: Path,
-                                                                  capsys: pytest.CaptureFixture) -> None:
+def test_app_serves_concurrent_sessions_without_failures_or_leaks(
+    app_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     """8 gradio_client sessions for 20 s against app.py on loopback (benchmarks/load_test.py runs
     the long version): no failed request but the deliberately bad ones, which are refused with the
     app's message; no session ever sees another's speaker; the oversize upload is refused (413 from

@@ -65,8 +65,9 @@ def calibration(encoder, monkeypatch) -> Calibration:
         rng = np.random.default_rng(0)
         scores = np.concatenate([rng.normal(0.7, 0.1, 400), rng.normal(0.2, 0.12, 400)])
         labels = np.r_[np.ones(400), np.zeros(400)]
-        monkeypatch.setattr(encoder, "calibration",
-                            Calibration.from_scores(scores, labels, trials="synthetic test trials"))
+        monkeypatch.setattr(
+            encoder, "calibration", Calibration.from_scores(scores, labels, trials="synthetic test trials")
+        )
     return encoder.calibration
 
 
@@ -94,10 +95,12 @@ def duration(path: Path) -> float:
 def test_same_speaker_scores_higher_than_different_speakers(demo, session, speech_clips):
     """Several pairs each way, compared by their means (single pairs can be flaky)."""
     clips = {s: c[:3] for s, c in speech_clips.items()}
-    same = [demo.verify(session, a, b, 0.5)[-1]
-            for c in clips.values() for a, b in itertools.combinations(c, 2)]
-    different = [demo.verify(session, clips[s][i], clips[t][i], 0.5)[-1]
-                 for s, t in itertools.combinations(clips, 2) for i in range(3)]
+    same = [demo.verify(session, a, b, 0.5)[-1] for c in clips.values() for a, b in itertools.combinations(c, 2)]
+    different = [
+        demo.verify(session, clips[s][i], clips[t][i], 0.5)[-1]
+        for s, t in itertools.combinations(clips, 2)
+        for i in range(3)
+    ]
     assert len(same) == 9 and len(different) == 9
     assert all(-1.0 <= x <= 1.0 for x in same + different)
     print(f"\nmean cosine: same speaker {np.mean(same):.3f}, different speakers {np.mean(different):.3f}")
@@ -109,8 +112,9 @@ def test_same_speaker_scores_higher_than_different_speakers(demo, session, speec
     assert np.mean(clear_same) > max(clear_diff)
 
 
-def test_verdict_states_score_threshold_and_calibrated_error_rates(demo, session, encoder, calibration, speech_clips,
-                                                                   spk):
+def test_verdict_states_score_threshold_and_calibrated_error_rates(
+    demo, session, encoder, calibration, speech_clips, spk
+):
     a, b = speech_clips[spk[0]][:2]
     threshold = encoder.threshold
     assert threshold == calibration.threshold
@@ -125,8 +129,9 @@ def test_verdict_states_score_threshold_and_calibrated_error_rates(demo, session
     assert ("Different speakers" in text) == (score < threshold)
 
 
-def test_verdict_moves_with_the_threshold_without_calling_the_model(demo, session, encoder, calibration, speech_clips,
-                                                                    spk, monkeypatch):
+def test_verdict_moves_with_the_threshold_without_calling_the_model(
+    demo, session, encoder, calibration, speech_clips, spk, monkeypatch
+):
     *_, score = demo.verify(session, speech_clips[spk[0]][0], speech_clips[spk[1]][0], 0.0)
 
     def no_model_calls(*args, **kwargs):
@@ -393,13 +398,16 @@ def _bad_clip(kind: str, real: Path, tmp_path: Path):
     raise ValueError(kind)
 
 
-@pytest.mark.parametrize("kind, words", [
-    ("not audio", "Could not read 'notes.wav' as audio"),
-    ("silent", "The audio is silent (digital silence"),
-    ("0.2 s", "s of speech detected; at least"),
-    ("NaN samples", "NaN or infinite values"),
-    ("too long", "The clip is 61.0 s long; the limit is 60 s."),
-])
+@pytest.mark.parametrize(
+    "kind, words",
+    [
+        ("not audio", "Could not read 'notes.wav' as audio"),
+        ("silent", "The audio is silent (digital silence"),
+        ("0.2 s", "s of speech detected; at least"),
+        ("NaN samples", "NaN or infinite values"),
+        ("too long", "The clip is 61.0 s long; the limit is 60 s."),
+    ],
+)
 def test_bad_input_becomes_a_gr_error_with_the_reason(demo, session, encoder, speech_clips, spk, tmp_path, kind, words):
     clip = _bad_clip(kind, speech_clips[spk[0]][0], tmp_path)
     with pytest.raises(AudioError) as reason:
@@ -484,16 +492,25 @@ def test_mostly_silent_and_clipped_clips_are_flagged(demo, session, speech_clips
 def test_the_api_names_call_the_demo_methods_directly(demo):
     """No adapters between the page and the handlers: each API event is wired to a Demo method."""
     wired = {f.api_name: f.fn for f in build_demo(demo).fns.values()}
-    assert {name: wired[name] for name in ("verify", "enroll", "identify", "inspect", "remove", "export_gallery",
-                                           "import_gallery")} == {
-        "verify": demo.verify, "enroll": demo.enroll, "identify": demo.identify, "inspect": demo.inspect,
-        "remove": demo.remove, "export_gallery": demo.export, "import_gallery": demo.load}
+    assert {
+        name: wired[name]
+        for name in ("verify", "enroll", "identify", "inspect", "remove", "export_gallery", "import_gallery")
+    } == {
+        "verify": demo.verify,
+        "enroll": demo.enroll,
+        "identify": demo.identify,
+        "inspect": demo.inspect,
+        "remove": demo.remove,
+        "export_gallery": demo.export,
+        "import_gallery": demo.load,
+    }
 
 
 # ---------------------------------------------------------------------- the command line
 def test_app_help():
-    result = subprocess.run([sys.executable, "app.py", "--help"], cwd=REPO_ROOT, capture_output=True,
-                            text=True, timeout=180)
+    result = subprocess.run(
+        [sys.executable, "app.py", "--help"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=180
+    )
     assert result.returncode == 0, result.stderr
     for option in ("--model", "--port", "--share", "--gallery"):
         assert option in result.stdout
@@ -512,8 +529,9 @@ def test_app_main_wires_arguments_to_the_demo(trained_checkpoint, tmp_path, monk
     launched = {}
     monkeypatch.setattr(gr.Blocks, "launch", lambda self, **kwargs: launched.update(kwargs, blocks=self))
     gallery = tmp_path / "shared.safetensors"
-    monkeypatch.setattr(sys, "argv", ["app.py", "--model", str(folder / "mine"), "--port", "7999",
-                                      "--gallery", str(gallery)])
+    monkeypatch.setattr(
+        sys, "argv", ["app.py", "--model", str(folder / "mine"), "--port", "7999", "--gallery", str(gallery)]
+    )
     app.main()
     assert launched["server_port"] == 7999 and launched["server_name"] == "127.0.0.1"
     assert launched["share"] is False

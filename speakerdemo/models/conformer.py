@@ -16,8 +16,12 @@ from .pooling import SelfAttentivePooling
 
 def feed_forward(dim: int, mult: int, dropout: float) -> nn.Sequential:
     return nn.Sequential(
-        nn.LayerNorm(dim), nn.Linear(dim, dim * mult), nn.SiLU(), nn.Dropout(dropout),
-        nn.Linear(dim * mult, dim), nn.Dropout(dropout),
+        nn.LayerNorm(dim),
+        nn.Linear(dim, dim * mult),
+        nn.SiLU(),
+        nn.Dropout(dropout),
+        nn.Linear(dim * mult, dim),
+        nn.Dropout(dropout),
     )
 
 
@@ -29,9 +33,7 @@ class ConvModule(nn.Module):
         self.norm = nn.LayerNorm(dim)
         self.pointwise_in = nn.Conv1d(dim, 2 * dim, 1)
         self.depthwise = nn.Conv1d(dim, dim, kernel_size, padding=kernel_size // 2, groups=dim)
-        self.tail = nn.Sequential(
-            nn.BatchNorm1d(dim), nn.SiLU(), nn.Conv1d(dim, dim, 1), nn.Dropout(dropout)
-        )
+        self.tail = nn.Sequential(nn.BatchNorm1d(dim), nn.SiLU(), nn.Conv1d(dim, dim, 1), nn.Dropout(dropout))
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         h = nn.functional.glu(self.pointwise_in(self.norm(x).transpose(1, 2)), dim=1)
@@ -66,8 +68,15 @@ class ConformerEncoder(nn.Module):
     """Linear prenet, Conformer blocks at full frame rate, self-attentive pooling, projection."""
 
     def __init__(
-        self, n_mels: int = 80, dim: int = 144, heads: int = 4, num_layers: int = 4,
-        kernel_size: int = 15, ffn_mult: int = 4, dropout: float = 0.1, embed_dim: int = 192,
+        self,
+        n_mels: int = 80,
+        dim: int = 144,
+        heads: int = 4,
+        num_layers: int = 4,
+        kernel_size: int = 15,
+        ffn_mult: int = 4,
+        dropout: float = 0.1,
+        embed_dim: int = 192,
     ) -> None:
         super().__init__()
         self.prenet = nn.Linear(n_mels, dim)

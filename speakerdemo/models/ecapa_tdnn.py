@@ -84,7 +84,11 @@ class EcapaTdnn(nn.Module):
     """ECAPA-TDNN; ``channels`` 512 and 1024 are the paper's two sizes."""
 
     def __init__(
-        self, n_mels: int = 80, channels: int = 512, embed_dim: int = 192, scale: int = 8,
+        self,
+        n_mels: int = 80,
+        channels: int = 512,
+        embed_dim: int = 192,
+        scale: int = 8,
         attention_bottleneck: int = 128,
     ) -> None:
         super().__init__()

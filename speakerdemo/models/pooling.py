@@ -44,9 +44,7 @@ class SelfAttentivePooling(nn.Module):
 
     def __init__(self, channels: int, hidden: int = 128) -> None:
         super().__init__()
-        self.attention = nn.Sequential(
-            nn.Conv1d(channels, hidden, 1), nn.Tanh(), nn.Conv1d(hidden, 1, 1)
-        )
+        self.attention = nn.Sequential(nn.Conv1d(channels, hidden, 1), nn.Tanh(), nn.Conv1d(hidden, 1, 1))
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> EncoderOutput:
         weights = masked_softmax(self.attention(x).squeeze(1), mask)
@@ -67,8 +65,11 @@ class AttentiveStatsPooling(nn.Module):
         self.global_context = global_context
         in_channels = channels * 3 if global_context else channels
         self.attention = nn.Sequential(
-            nn.Conv1d(in_channels, bottleneck, 1), nn.ReLU(), nn.BatchNorm1d(bottleneck),
-            nn.Tanh(), nn.Conv1d(bottleneck, channels, 1),
+            nn.Conv1d(in_channels, bottleneck, 1),
+            nn.ReLU(),
+            nn.BatchNorm1d(bottleneck),
+            nn.Tanh(),
+            nn.Conv1d(bottleneck, channels, 1),
         )
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> EncoderOutput:

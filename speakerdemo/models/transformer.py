@@ -13,19 +13,21 @@ class TransformerEncoder(nn.Module):
     """HW4 baseline. Defaults follow the homework's sample code (d_model 80, 2 heads, FFN 256)."""
 
     def __init__(
-        self, n_mels: int = 40, d_model: int = 80, nhead: int = 2, dim_feedforward: int = 256,
-        num_layers: int = 1, dropout: float = 0.1, embed_dim: int = 80,
+        self,
+        n_mels: int = 40,
+        d_model: int = 80,
+        nhead: int = 2,
+        dim_feedforward: int = 256,
+        num_layers: int = 1,
+        dropout: float = 0.1,
+        embed_dim: int = 80,
     ) -> None:
         super().__init__()
         self.prenet = nn.Linear(n_mels, d_model)
-        layer = nn.TransformerEncoderLayer(
-            d_model, nhead, dim_feedforward, dropout, batch_first=True
-        )
+        layer = nn.TransformerEncoderLayer(d_model, nhead, dim_feedforward, dropout, batch_first=True)
         self.encoder = nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
         self.pooling = MeanPooling()
-        self.projection = nn.Sequential(
-            nn.Linear(d_model, d_model), nn.ReLU(), nn.Linear(d_model, embed_dim)
-        )
+        self.projection = nn.Sequential(nn.Linear(d_model, d_model), nn.ReLU(), nn.Linear(d_model, embed_dim))
         self.embed_dim = embed_dim
 
     def forward(self, feats: torch.Tensor, mask: torch.Tensor) -> EncoderOutput:
