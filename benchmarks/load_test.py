@@ -297,7 +297,7 @@ def oversize_upload(url: str, folder: Path, downloads: Path, limit_mb: int) -> s
 
     path = folder / "oversize.wav"
     with open(path, "wb") as f:  # a header, then a hole: no disk space, no decoding work to do
-        f.write(_wav_header((limit_mb + 1) * 2**20))
+        f.write(wav_header((limit_mb + 1) * 2**20))
         f.truncate((limit_mb + 1) * 2**20)
     client = connect(url, downloads, REQUEST_TIMEOUT)
     t0 = time.perf_counter()
@@ -321,8 +321,9 @@ def oversize_upload(url: str, folder: Path, downloads: Path, limit_mb: int) -> s
     return f"{by_client}; {by_server}"
 
 
-def _wav_header(total_bytes: int, sample_rate: int = SAMPLE_RATE) -> bytes:
-    """A 16-bit mono PCM WAV header whose data chunk fills a file of ``total_bytes``."""
+def wav_header(total_bytes: int, sample_rate: int = SAMPLE_RATE) -> bytes:
+    """A 16-bit mono PCM WAV header whose data chunk fills a file of ``total_bytes`` (the tests'
+    oversized uploads use it too)."""
     import struct
 
     data = total_bytes - 44

@@ -81,26 +81,11 @@ def score_distribution_figure(calibration: Calibration | None, score: float, thr
         edges = np.asarray(calibration.bin_edges)
         centres = (edges[:-1] + edges[1:]) / 2
         width = float(edges[1] - edges[0])
-        fig.add_trace(
-            go.Bar(
-                x=centres,
-                y=calibration.nontarget_hist,
-                width=width,
-                name="different speakers",
-                marker_color=NONTARGET_COLOUR,
-                opacity=0.55,
-            )
-        )
-        fig.add_trace(
-            go.Bar(
-                x=centres,
-                y=calibration.target_hist,
-                width=width,
-                name="same speaker",
-                marker_color=TARGET_COLOUR,
-                opacity=0.55,
-            )
-        )
+        for hist, name, colour in (
+            (calibration.nontarget_hist, "different speakers", NONTARGET_COLOUR),
+            (calibration.target_hist, "same speaker", TARGET_COLOUR),
+        ):
+            fig.add_trace(go.Bar(x=centres, y=hist, width=width, name=name, marker_color=colour, opacity=0.55))
     fig.add_vline(x=threshold, line_dash="dash", line_color="#555", annotation_text="threshold")
     fig.add_vline(x=score, line_width=3, line_color="#1565c0", annotation_text=f"this pair {score:.3f}")
     trials = f" ({calibration.trials})" if calibration is not None and calibration.trials else ""

@@ -38,6 +38,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import speakerdemo.audio as audio_module
+from benchmarks.load_test import wav_header
 from speakerdemo.app_state import Models, SharedGallery
 from speakerdemo.audio import SAMPLE_RATE, AudioError, load_audio
 from speakerdemo.encoder import CheckpointError, SpeakerEncoder
@@ -789,15 +790,7 @@ def test_persistent_gallery_is_old_or_new_after_sigkill_mid_write(
 # ============================================================================ limits
 def _sparse_wav(path: Path, total_bytes: int, sample_rate: int = SR) -> Path:
     """A 16-bit mono WAV header declaring ``total_bytes``, then a hole (no disk space used)."""
-    data = total_bytes - 44
-    header = (
-        b"RIFF"
-        + struct.pack("<I", total_bytes - 8)
-        + b"WAVEfmt "
-        + struct.pack("<IHHIIHH", 16, 1, 1, sample_rate, sample_rate * 2, 2, 16)
-        + b"data"
-        + struct.pack("<I", data)
-    )
+    header = wav_header(total_bytes, sample_rate)
     with open(path, "wb") as f:
         f.write(header)
         f.truncate(total_bytes)
