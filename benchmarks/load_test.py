@@ -43,9 +43,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):  # run as a file: make the repository importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 import numpy as np
 import soundfile as sf
 
@@ -124,19 +121,6 @@ def rss_mb(pid: int) -> float:
     raise RuntimeError(f"no VmRSS for process {pid}")
 
 
-def voiced(seconds: float, f0: float = 120.0, seed: int = 0, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
-    """A vowel-like stand-in for speech (harmonics, formants, 4 Hz syllables) that passes the VAD."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(seconds * sample_rate)) / sample_rate
-    wav = np.zeros_like(t)
-    for k in range(1, int(3800 / f0)):
-        gain = 1 + 2 * np.exp(-(((k * f0 - 700) / 250) ** 2)) + np.exp(-(((k * f0 - 1800) / 300) ** 2))
-        wav += gain / k * np.sin(2 * np.pi * k * f0 * t + rng.uniform(0, 2 * np.pi))
-    wav *= 0.6 + 0.4 * np.sin(2 * np.pi * 4 * t)
-    wav += 0.003 * rng.standard_normal(len(t))
-    return (0.5 * wav / np.abs(wav).max()).astype(np.float32)
-
-
 def write_clips(folder: Path, data_root: Path, seconds: float, count: int = 6) -> tuple[list[str], dict[str, str]]:
     """Good clips (real speech when the corpus is there) and the deliberately bad ones."""
     corpus = data_root / "librispeech-251"
@@ -144,7 +128,7 @@ def write_clips(folder: Path, data_root: Path, seconds: float, count: int = 6) -
         signals = common.speech_clips(corpus, seconds, count)
         common.note(f"clips: {count} x {seconds:g} s of real speech from {corpus.name}")
     else:
-        signals = [voiced(seconds, 100 + 25 * i, i) for i in range(count)]
+        signals = [common.voiced(seconds, f0=100 + 25 * i, seed=i) for i in range(count)]
         common.note(f"clips: {count} x {seconds:g} s of synthetic voiced signal ({corpus} not found)")
     good = []
     for i, wav in enumerate(signals):

@@ -37,10 +37,12 @@ from .scoring import Calibration, cosine
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 DEFAULT_THRESHOLD = 0.5
-SPEED_MARK = "@"  # class "spk@0.9": speaker "spk" at speed 0.9 (see train/__main__.py)
+SPEED_MARK = "@"  # class "spk@0.9": speaker "spk" at speed 0.9 (see train/prepare.py)
 SPEECH_COLLAR_SECONDS = 0.3  # context kept around detected speech (see with_collar)
 HUB_TAGS = ("speaker-verification", "speaker-identification", "speaker-embedding", "audio")
 """Tags of every speakerdemo model repo on the Hub (``save_pretrained`` cards and ``train push``)."""
+HUB_LIBRARY = "speakerdemo"
+HUB_LICENSE = "apache-2.0"  # of the code; a card may name the licence of its weights
 CLIP_LEVEL = 0.999  # samples this close to full scale count as clipped
 GPU_BATCH_FRAMES = 48000  # default bound of an encoder batch (see embed_batch)
 CPU_BATCH_FRAMES = 3000
@@ -126,9 +128,9 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 class SpeakerEncoder(
     nn.Module,
     PyTorchModelHubMixin,
-    library_name="speakerdemo",
+    library_name=HUB_LIBRARY,
     tags=list(HUB_TAGS),  # a copy: the mixin appends its own tags to the list it is given
-    license="apache-2.0",
+    license=HUB_LICENSE,
 ):
     """Front end + encoder (+ optional classification head) with a calibrated threshold.
 

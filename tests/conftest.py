@@ -10,6 +10,7 @@ import pytest
 import soundfile as sf
 from hypothesis import settings
 
+from benchmarks.common import voiced
 from speakerdemo.audio import SAMPLE_RATE
 
 # Property-based tests run from a fixed seed and without an example database unless
@@ -23,35 +24,6 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 # ---------------------------------------------------------------- synthetic speech and tiny models
-def voiced(
-    seconds: float,
-    *,
-    f0: float = 120.0,
-    formant: float = 700.0,
-    sample_rate: int = SAMPLE_RATE,
-    peak: float = 0.5,
-    noise: float = 0.0,
-    seed: int | np.random.Generator = 0,
-) -> np.ndarray:
-    """A vowel-like "voice": harmonics of ``f0`` (random phases) under a formant at ``formant`` Hz,
-    with a 4 Hz syllable contour and optional white ``noise`` (relative to the harmonics).
-
-    Pitch and formant make voices tell apart, so a tiny model can learn them; the harmonics and
-    the contour make the VAD take the signal for speech. float32, absolute peak ``peak``.
-    """
-    rng = np.random.default_rng(seed)
-    t = np.arange(round(seconds * sample_rate)) / sample_rate
-    wav = np.zeros_like(t)
-    for k in range(1, int(min(3800.0, sample_rate / 2 - 1) / f0) + 1):
-        amplitude = np.exp(-0.5 * ((k * f0 - formant) / 250.0) ** 2) + 0.05
-        wav += amplitude * np.sin(2 * np.pi * k * f0 * t + rng.uniform(0, 2 * np.pi))
-    wav *= 0.55 + 0.45 * np.sin(2 * np.pi * 4 * t)
-    if noise:
-        wav += noise * rng.standard_normal(len(t))
-    top = np.max(np.abs(wav)) if wav.size else 0.0
-    return (peak * wav / (top or 1.0)).astype(np.float32)
-
-
 # Pitch and formant (Hz) of the generated training voices.
 VOICES = {"alice": (110.0, 600.0), "bob": (180.0, 1600.0), "carol": (290.0, 2800.0)}
 

@@ -40,6 +40,11 @@ def test_cli_reports_data_errors_in_one_line(tmp_path: Path, capsys) -> None:
     assert capsys.readouterr().err == f"error: Data folder {tmp_path / 'nowhere'} does not exist.\n"
 
 
+def test_cli_reports_checkpoint_errors_in_one_line(tmp_path: Path, capsys) -> None:
+    assert main(["evaluate", "--checkpoint", str(tmp_path), "--trials", "t.txt"]) == 2
+    assert capsys.readouterr().err == f"error: {tmp_path} has no config.json: not a speakerdemo checkpoint.\n"
+
+
 def test_resuming_a_folder_that_is_not_a_run_is_refused(tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match="has no config.yaml: not a run folder to resume"):
         main(["fit", "--resume", str(tmp_path)])

@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from speakerdemo.encoder import CheckpointError
+
 from . import evaluate, hub, loop, predict
 from .checkpoints import StateError
 from .config import ConfigError
@@ -36,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, DataError, StateError) as err:
+    except (ConfigError, DataError, StateError, CheckpointError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 

@@ -25,13 +25,11 @@ from huggingface_hub.utils import validate_repo_id
 from safetensors import SafetensorError, safe_open
 
 from speakerdemo.atomic import atomic_write_text
-from speakerdemo.audio import SAMPLE_RATE
-from speakerdemo.encoder import CONFIG_FILE, HUB_TAGS, WEIGHTS_FILE
+from speakerdemo.encoder import CONFIG_FILE, HUB_LIBRARY, HUB_LICENSE, HUB_TAGS, WEIGHTS_FILE
+from speakerdemo.features import FrontEndConfig
 
 CARD_FILE = "README.md"
 UPLOADED = [CONFIG_FILE, WEIGHTS_FILE, CARD_FILE]
-LIBRARY_NAME = "speakerdemo"
-DEFAULT_LICENSE = "apache-2.0"
 DEFAULT_COMMIT_MESSAGE = "Upload speakerdemo checkpoint"
 # The tag PyTorchModelHubMixin puts on the placeholder card it writes with every save_pretrained.
 MIXIN_TAG = "pytorch_model_hub_mixin"
@@ -95,7 +93,7 @@ def model_card(
     data: list[dict] | None = None,
     extra_sections: str = "",
     repo_id: str | None = None,
-    license: str = DEFAULT_LICENSE,
+    license: str = HUB_LICENSE,
 ) -> str:
     """README.md text for a checkpoint folder: YAML metadata, then the card body.
 
@@ -113,7 +111,7 @@ def model_card(
     name = (repo_id or checkpoint_dir.resolve().name).split("/")[-1]
     results = eval_results(metrics) if metrics else []
     card_data = ModelCardData(
-        library_name=LIBRARY_NAME,
+        library_name=HUB_LIBRARY,
         license=license,
         tags=TAGS,
         datasets=[entry.get("hub_id") or entry["name"] for entry in data] if data else None,
@@ -194,15 +192,18 @@ def architecture_section(config: dict, counts: dict[str, int]) -> str:
     encoder = dict(config.get("encoder") or {})
     encoder_name = encoder.pop("name", "unknown")
     options = ", ".join(f"{key}={value}" for key, value in sorted(encoder.items())) or "default sizes"
-    fe = config.get("frontend") or {}
-    sr = fe.get("sample_rate", SAMPLE_RATE)
+    try:
+        fe = FrontEndConfig(**(config.get("frontend") or {}))
+    except TypeError as err:
+        raise HubError(f"config.json's frontend is not a speakerdemo front end: {err}") from err
+    sr = fe.sample_rate
     lines = [
         "## Architecture",
         "",
         f"- **Encoder**: `{encoder_name}` ({options}), {counts.get('model', 0):,} parameters.",
-        f"- **Front end**: {fe.get('n_mels')}-band log-mel features of {sr} Hz audio, "
-        f"{1000 * fe.get('win_length', 400) / sr:g} ms windows every {1000 * fe.get('hop_length', 160) / sr:g} ms, "
-        f"{fe.get('f_min')}-{fe.get('f_max') or sr / 2} Hz, normalisation: {fe.get('normalize')}. "
+        f"- **Front end**: {fe.n_mels}-band log-mel features of {sr} Hz audio, "
+        f"{1000 * fe.win_length / sr:g} ms windows every {1000 * fe.hop_length / sr:g} ms, "
+        f"{fe.f_min}-{fe.f_max or sr / 2} Hz, normalisation: {fe.normalize}. "
         "The configuration travels in config.json, so the model is always fed the features it was trained on.",
     ]
     head, classes = config.get("head"), config.get("classes") or []
@@ -424,9 +425,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SECTIONS.md",
         help="Markdown appended verbatim to the card (comparison or ablation tables)",
     )
-    parser.add_argument(
-        "--license", default=DEFAULT_LICENSE, help=f"licence id for the card (default: {DEFAULT_LICENSE})"
-    )
+    parser.add_argument("--license", default=HUB_LICENSE, help=f"licence id for the card (default: {HUB_LICENSE})")
     parser.add_argument("--commit-message", default=DEFAULT_COMMIT_MESSAGE, help="message of the Hub commit")
     parser.add_argument(
         "--card-only",
