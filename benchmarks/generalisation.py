@@ -10,6 +10,9 @@ Every trial is between speakers the checkpoint never trained on:
 - ``librispeech 1-2 s``: non-overlapping segments of 1 to 2 s (lengths drawn with a fixed seed).
 - ``librispeech 5 x 1 s words``: five consecutive 1-s pieces joined by 0.2-0.6 s pauses of quiet
   noise, like a user saying a few words into a microphone.
+
+LibriSpeech clips the app would refuse (silent, or under 0.5 s of detected speech: a pause cut out
+of a recording) are left out of every condition, for every model alike.
 - ``librispeech noise + reverb``: the 3-s segments in a simulated room (pyroomacoustics) with
   coloured noise at 5-15 dB SNR (``train.augment``'s own functions, seeded).
 
@@ -34,7 +37,7 @@ import numpy as np
 
 from benchmarks import common
 from benchmarks.accuracy import checkpoint_folders
-from speakerdemo.audio import SAMPLE_RATE
+from speakerdemo.audio import MIN_SPEECH_SECONDS, SAMPLE_RATE, AudioError, load_audio
 from speakerdemo.encoder import resolve_device
 from speakerdemo.metrics import compute_eer, compute_min_dcf, det_curve
 from speakerdemo.scoring import cosine
@@ -97,6 +100,19 @@ def held_out_speakers(recipe: Path, corpus: Path) -> set[str]:
     sys.exit(f"error: {recipe} holds out no speakers of {corpus}")
 
 
+def accepted(wav: np.ndarray) -> bool:
+    """Whether the app would score this clip: not silent, at least MIN_SPEECH_SECONDS of speech.
+
+    A 1-s piece of a recording can be a pause; the app answers such a clip with an error, not a
+    score, so it is no trial of what users meet.
+    """
+    try:
+        load_audio((SAMPLE_RATE, wav), SAMPLE_RATE, max_seconds=None, min_speech_seconds=MIN_SPEECH_SECONDS)
+    except AudioError:
+        return False
+    return True
+
+
 def cut(wav: np.ndarray, lengths: list[int]) -> list[np.ndarray]:
     """Consecutive, non-overlapping pieces of ``wav`` of the given lengths, as many as fit."""
     pieces, start = [], 0
@@ -151,6 +167,7 @@ def librispeech_conditions(corpus: Path, speakers: set[str], max_speakers: int |
             ("1-2 s", cut(wav, short)),
             ("words", words(wav, rng)),
         ):
+            clips = [c for c in clips if accepted(c)]
             kinds[kind].speakers.extend([r["speaker"]] * len(clips))
             kinds[kind].segments.extend(clips)
     base = kinds["3 s"]

@@ -105,6 +105,7 @@ def test_unknown_names_are_a_clear_value_error(override: str, message: str) -> N
         ("data.sources=[{type: manifest, root: x}]", "A manifest source needs \\['manifest'\\]"),
         ("data.sources=[{type: kaldi, root: x}]", "Unknown source type 'kaldi'"),
         ("train.best_metric=accuracy", "train.best_metric 'accuracy'"),
+        ("frontend.sample_rate=8000", "frontend.sample_rate 8000: training reads audio at 16000 Hz"),
     ],
 )
 def test_misspelt_or_missing_settings_are_refused_before_any_data_is_read(override: str, message: str) -> None:

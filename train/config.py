@@ -19,11 +19,13 @@ from typing import Any
 
 import yaml
 
+from speakerdemo.audio import SAMPLE_RATE
 from speakerdemo.features import frontend_config
 from speakerdemo.losses import HEADS
 from speakerdemo.models import ENCODERS
 
 from . import optim
+from .distill import TEACHERS
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,8 @@ SOURCES: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     "manifest": (("root", "manifest"), {"split": None, "hold_out_speakers": 0, "repeats": 1}),
     "voxceleb": (("root", "list"), {"hold_out_speakers": 0, "repeats": 1}),
     "hw4": (("root",), {}),
+    # Clips of unknown speakers (a CSV with a path column), for distillation only.
+    "unlabelled": (("root", "manifest"), {"repeats": 1}),
 }
 DEFAULT_SOURCE_TYPE = "folder"
 BEST_METRICS = ("val_eer", "val_accuracy")
@@ -107,6 +111,9 @@ DEFAULTS: dict[str, Any] = {
         "spec_time_mask": 0,
         "spec_prob": 0.6,
     },
+    # Knowledge distillation (train.distill): off unless a teacher is named. The weights scale the
+    # cosine and batch-similarity losses added to the head's classification loss.
+    "distill": {"teacher": None, "cosine_weight": 1.0, "similarity_weight": 1.0},
     "optim": {"name": "adamw"},  # and OPTIMIZERS' defaults for the named one
     "schedule": {"name": "cosine"},  # and SCHEDULES' defaults for the named one
     "train": {
@@ -128,7 +135,7 @@ DEFAULTS: dict[str, Any] = {
     },
 }
 # Sections whose settings are all listed in DEFAULTS: unknown keys are refused, missing ones filled.
-FIXED_SECTIONS = ("data", "augment", "train")
+FIXED_SECTIONS = ("data", "augment", "distill", "train")
 
 
 class ConfigError(ValueError):
@@ -291,6 +298,11 @@ def resolve_frontend(cfg: dict) -> None:
         cfg["frontend"] = frontend_config(preset, **settings).to_dict()
     except (TypeError, ValueError) as err:
         raise ConfigError(f"frontend: {err}") from err
+    if cfg["frontend"]["sample_rate"] != SAMPLE_RATE:
+        raise ConfigError(
+            f"frontend.sample_rate {cfg['frontend']['sample_rate']}: training reads audio at {SAMPLE_RATE} Hz, "
+            "the rate every speakerdemo model hears (8 kHz audio is resampled; see augment.telephone_prob)."
+        )
 
 
 def resolve(cfg: dict) -> dict:
@@ -313,6 +325,14 @@ def resolve(cfg: dict) -> dict:
     _resolve_choice(cfg, "schedule", "schedule", SCHEDULES)
     if cfg["train"]["best_metric"] not in BEST_METRICS:
         raise ConfigError(f"train.best_metric {cfg['train']['best_metric']!r}: choose one of {list(BEST_METRICS)}.")
+    teacher = cfg["distill"]["teacher"]
+    if teacher is None and any(spec["type"] == "unlabelled" for spec in cfg["data"]["sources"]):
+        raise ConfigError("An unlabelled source teaches only through distillation: set distill.teacher.")
+    if teacher is not None:
+        if teacher not in TEACHERS:
+            raise ConfigError(f"Unknown distill.teacher {teacher!r}; choose one of {sorted(TEACHERS)}, or null (off).")
+        if any(spec["type"] == "hw4" for spec in cfg["data"]["sources"]):
+            raise ConfigError("distill.teacher needs audio: HW4 sources are features the teacher cannot hear.")
     init_from = cfg["train"]["init_from"]
     if init_from and not (Path(init_from) / "config.json").is_file():
         raise ConfigError(f"train.init_from: {init_from} is not a checkpoint folder (no config.json in it).")

@@ -30,6 +30,10 @@ log = logging.getLogger("train")
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".opus", ".mp3")
 
 
+UNLABELLED = ""  # the speaker of a clip from an unlabelled source
+NO_CLASS = -1  # its class label: the head ignores it, the distillation losses use it
+
+
 class DataError(ValueError):
     """A data set that cannot be used as given; the message says what to fix."""
 
@@ -91,6 +95,19 @@ def manifest_source(manifest: Path, root: Path) -> list[Utterance]:
         if missing:
             raise DataError(f"{manifest} lacks the column(s) {sorted(missing)}.")
         utts = [Utterance(r["speaker"], r["path"], r.get("split") or "", str(root)) for r in reader]
+    for u in utts:
+        safe_path(root, u.path)  # refuses paths that escape the root
+    return utts
+
+
+def unlabelled_source(manifest: Path, root: Path) -> list[Utterance]:
+    """A CSV with a ``path`` column (other columns are ignored): clips of unknown speakers, which
+    teach only through distillation (``UNLABELLED`` speaker, class ``NO_CLASS``)."""
+    with open(manifest, newline="") as f:
+        reader = csv.DictReader(f)
+        if "path" not in (reader.fieldnames or []):
+            raise DataError(f"{manifest} lacks the column 'path'.")
+        utts = [Utterance(UNLABELLED, r["path"], root=str(root)) for r in reader]
     for u in utts:
         safe_path(root, u.path)  # refuses paths that escape the root
     return utts
@@ -275,14 +292,14 @@ class CropDataset(Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         utt = self.utts[self.index[i]]
-        label = self.labels[utt.speaker]
+        label = self.labels.get(utt.speaker, NO_CLASS)
         rng = np.random.default_rng((self.seed, self.epoch, i))
         if self.augmenter is None:
             wav = random_crop(self.store.get(str(utt.file)), self.crop_samples, rng)
         else:
             longer = int(np.ceil(self.crop_samples * self.augmenter.length_factor))
             wav, speed = self.augmenter(random_crop(self.store.get(str(utt.file)), longer, rng), self.crop_samples, rng)
-            if self.speeds_as_speakers:
+            if self.speeds_as_speakers and label != NO_CLASS:
                 label += speed * len(self.labels)
         return torch.from_numpy(np.ascontiguousarray(wav, dtype=np.float32)), label
 

@@ -36,7 +36,8 @@ from .checkpoints import (
     training_state,
 )
 from .config import OPTIMIZERS, SCHEDULES, build, load_config
-from .data import Utterance
+from .data import NO_CLASS, Utterance
+from .distill import TEACHERS, distillation_losses
 from .distributed import Dist, init_distributed
 from .evaluate import TrialSet, embed_clips
 from .hw4 import Hw4TestItem, predicted_classes
@@ -49,44 +50,65 @@ log = logging.getLogger("train")
 
 # ----------------------------------------------------------------------------- the model in training
 class TrainModel(nn.Module):
-    """SpeakerEncoder + SpecAugment + head: crops and labels in, loss and logits out.
+    """SpeakerEncoder + SpecAugment + head (+ the distillation projection): crops and labels in,
+    loss and logits out.
 
     Crops are waveforms (B, N), or features (B, T, F) for data sets that ship features (HW4):
     those already are the front end's output, so they go straight to SpecAugment. Crops are never
-    padded, so every frame is real.
+    padded, so every frame is real. With a teacher (``distill``), ``targets`` are its embeddings of
+    the same crops, and the distillation losses join the head's loss through ``projection``, which
+    lives here (trained, resumed) and not in the encoder (never in a checkpoint).
     """
 
-    def __init__(self, encoder: SpeakerEncoder, specaug: SpecAugment) -> None:
+    def __init__(
+        self, encoder: SpeakerEncoder, specaug: SpecAugment, distill: dict | None = None, teacher_dim: int = 0
+    ) -> None:
         super().__init__()
         self.encoder = encoder
         self.specaug = specaug
+        self.distill = distill if teacher_dim else None
+        self.projection = nn.Linear(encoder.model.embed_dim, teacher_dim) if teacher_dim else None
 
     @classmethod
     def from_config(cls, cfg: dict, classes: list[str]) -> TrainModel:
         """The model a resolved config describes, with a fresh head over ``classes``."""
         encoder = SpeakerEncoder(frontend=cfg["frontend"], encoder=cfg["encoder"], head=cfg["head"], classes=classes)
-        aug = cfg["augment"]
-        return cls(encoder, SpecAugment(aug["spec_freq_mask"], aug["spec_time_mask"], aug["spec_prob"]))
+        aug, distill = cfg["augment"], cfg["distill"]
+        teacher_dim = TEACHERS[distill["teacher"]].embed_dim if distill["teacher"] else 0
+        specaug = SpecAugment(aug["spec_freq_mask"], aug["spec_time_mask"], aug["spec_prob"])
+        return cls(encoder, specaug, distill, teacher_dim)
 
-    def forward(self, crops: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, crops: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """(total loss, logits without margin of the labelled crops, the loss terms by name for the log)."""
         if crops.dim() == 3:
             feats = crops
             mask = torch.ones(crops.shape[:2], dtype=torch.bool, device=crops.device)
         else:
             with torch.no_grad():
                 feats, mask = self.encoder.frontend(crops)
-        out = self.encoder.model(self.specaug(feats), mask)
-        result = self.encoder.head(out.embedding.float(), labels)
-        return result.loss, result.logits
+        embedding = self.encoder.model(self.specaug(feats), mask).embedding.float()
+        known = labels != NO_CLASS  # crops of unlabelled sources teach through distillation alone
+        result = self.encoder.head(embedding[known], labels[known])
+        loss = result.loss if bool(known.any()) else embedding.sum() * 0.0
+        terms = {"class_loss": loss}
+        if targets is not None and self.projection is not None:
+            cosine, similarity = distillation_losses(embedding, self.projection(embedding), targets)
+            terms.update(distill_cosine=cosine, distill_similarity=similarity)
+            loss = loss + self.distill["cosine_weight"] * cosine + self.distill["similarity_weight"] * similarity
+        return loss, result.logits, terms
 
 
 # ----------------------------------------------------------------------------- one step
 class StepResult(NamedTuple):
-    """What ``fit`` logs of a step: the batch's loss and logits, and the gradient norm before clipping."""
+    """What ``fit`` logs of a step: the batch's loss and logits, the gradient norm before clipping,
+    and the loss's terms (classification, distillation) by name."""
 
     loss: torch.Tensor
     logits: torch.Tensor
     grad_norm: torch.Tensor
+    terms: dict[str, torch.Tensor]
 
 
 def autocast(device: torch.device, amp: str) -> torch.autocast:
@@ -109,14 +131,17 @@ def train_step(
     amp: str,
     grad_clip: float,
     scaler: torch.amp.GradScaler | None = None,
+    teacher: nn.Module | None = None,
 ) -> StepResult:
-    """One optimizer step on a batch already on the model's device: forward under autocast,
-    backward (scaled with ``scaler``), gradient clipping, the optimizer's step.
+    """One optimizer step on a batch already on the model's device: the teacher's embeddings of
+    the crops (when distilling), forward under autocast, backward (scaled with ``scaler``),
+    gradient clipping, the optimizer's step.
 
     ``net`` may be the DistributedDataParallel wrapper, whose backward averages the gradients.
     """
+    targets = teacher(crops) if teacher is not None else None
     with autocast(crops.device, amp):
-        loss, logits = net(crops, labels)
+        loss, logits, terms = net(crops, labels, targets)
     opt.zero_grad(set_to_none=True)
     if scaler is not None:
         scaler.scale(loss).backward()
@@ -129,7 +154,7 @@ def train_step(
         scaler.update()
     else:
         opt.step()
-    return StepResult(loss, logits, grad_norm)
+    return StepResult(loss, logits, grad_norm, terms)
 
 
 def margin_at(step: int, final: float, start: int, length: int) -> float:
@@ -215,6 +240,7 @@ def fit(cfg: dict, run_dir: Path, data: Prepared, d: Dist, resume: bool = False)
     opt = build(OPTIMIZERS, cfg["optim"], model.parameters())
     sched = build(SCHEDULES, cfg["schedule"], opt, t["steps"])
     scaler = grad_scaler(device, t["amp"])
+    teacher = TEACHERS[cfg["distill"]["teacher"]]().to(device) if cfg["distill"]["teacher"] else None
     if d.main and t["best_metric"] == "val_eer" and data.trials is None:
         log.warning(
             "no held-out speakers or trial list: no validation EER, so no best/ checkpoint "
@@ -264,13 +290,16 @@ def fit(cfg: dict, run_dir: Path, data: Prepared, d: Dist, resume: bool = False)
                     progress["step"], final_margin, t["margin_warmup_start"], t["margin_warmup_steps"]
                 )
             crops, labels = crops.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-            step = train_step(net, opt, crops, labels, amp=t["amp"], grad_clip=t["grad_clip"], scaler=scaler)
+            step = train_step(
+                net, opt, crops, labels, amp=t["amp"], grad_clip=t["grad_clip"], scaler=scaler, teacher=teacher
+            )
             if not isinstance(sched, ReduceLROnPlateau):  # that one steps on the validation metric
                 sched.step()
             progress["step"] += 1
             progress["batch"] += 1
             seen += crops.shape[0] * d.world
-            accuracy = (step.logits.argmax(dim=1) == labels).float().mean().item()
+            known = labels[labels != NO_CLASS]
+            accuracy = (step.logits.argmax(dim=1) == known).float().mean().item() if len(known) else float("nan")
             rate = seen / (time.perf_counter() - started)
             lr = opt.param_groups[0]["lr"]
             bar.update(1)
@@ -283,6 +312,7 @@ def fit(cfg: dict, run_dir: Path, data: Prepared, d: Dist, resume: bool = False)
                     lr=lr,
                     grad_norm=float(step.grad_norm),
                     samples_per_s=rate,
+                    **({name: value.item() for name, value in step.terms.items()} if len(step.terms) > 1 else {}),
                 )
             last = progress["step"] >= total
             if progress["step"] % t["validate_every"] == 0 or last:

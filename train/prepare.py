@@ -31,6 +31,7 @@ from .data import (
     manifest_source,
     read_trials,
     speaker_disjoint_split,
+    unlabelled_source,
     utterance_split,
     voxceleb_list_source,
     write_split,
@@ -200,8 +201,12 @@ def prepare_data(cfg: dict, run_dir: Path, d: Dist) -> Prepared:
         raise DataError("No data sources: set data.sources in the config (see train/configs/).")
     if any(spec["type"] == "hw4" for spec in data["sources"]):
         return prepare_hw4(cfg, run_dir, d)
-    utts, repeats, held = [], [], []
+    utts, repeats, held, unlabelled = [], [], [], []
     for spec in data["sources"]:
+        if spec["type"] == "unlabelled":  # never split or held out: it has no speakers to validate on
+            clips = unlabelled_source(Path(spec["manifest"]), Path(spec["root"]))
+            unlabelled += [(u, int(spec["repeats"])) for u in clips]
+            continue
         kept, out = load_source(spec, seed)
         utts += kept
         repeats += [int(spec["repeats"])] * len(kept)
@@ -211,7 +216,7 @@ def prepare_data(cfg: dict, run_dir: Path, d: Dist) -> Prepared:
     keep = {id(u) for u in train}
     repeats = [r for u, r in zip(utts, repeats) if id(u) in keep]
     if d.main:
-        write_split(run_dir / "split.csv", train=train, val=val, holdout=held)
+        write_split(run_dir / "split.csv", train=train, val=val, holdout=held, unlabelled=[u for u, _ in unlabelled])
     if data["split"]["kind"] == "speaker":  # validation speakers are unseen: verification, not accuracy
         held, val = held + val, []
     labels = label_map(train)
@@ -219,13 +224,14 @@ def prepare_data(cfg: dict, run_dir: Path, d: Dist) -> Prepared:
     speeds = aug.speeds if aug.speeds_as_speakers else []
     names = sorted(labels)
     classes = names + [f"{n}{SPEED_MARK}{s}" for s in speeds for n in names]
-    dataset = crop_dataset(cfg, train, labels, repeats)
+    dataset = crop_dataset(cfg, train + [u for u, _ in unlabelled], labels, repeats + [r for _, r in unlabelled])
     val = readable(val)
     log.info(
-        "training on %d clips (%d crops/epoch) of %d speakers; %d validation clips",
+        "training on %d clips (%d crops/epoch) of %d speakers and %d unlabelled clips; %d validation clips",
         len(train),
         len(dataset),
         len(labels),
+        len(unlabelled),
         len(val),
     )
     trials: TrialSet | None = None
