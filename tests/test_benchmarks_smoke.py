@@ -83,6 +83,23 @@ def test_accuracy(checkpoint: Path, tmp_path: Path) -> None:
 
 
 @needs_data
+def test_generalisation(checkpoint: Path, tmp_path: Path) -> None:
+    """Every condition of the suite for the checkpoint and Resemblyzer, FAR/FRR at a threshold, JSON rows."""
+    import json
+
+    rows = tmp_path / "rows.json"
+    out = run("generalisation", "--checkpoint", str(checkpoint), "--max-trials", "20", "--output", str(rows))
+    conditions = ["speechocean762", "librispeech 16 kHz", "librispeech 8 kHz", "librispeech 1-2 s"]
+    conditions += ["librispeech 5 x 1 s words", "librispeech noise + reverb"]
+    written = json.loads(rows.read_text())
+    assert {(r["condition"], r["model"]) for r in written} == {
+        (c, m) for c in conditions for m in (str(checkpoint), "resemblyzer")
+    }
+    assert all(0.0 <= r["far"] <= 1.0 and 0.0 <= r["frr"] <= 1.0 for r in written)
+    assert "EER ratios" in out
+
+
+@needs_data
 def test_app_latency(checkpoint: Path) -> None:
     out = run("app_latency", "--checkpoint", str(checkpoint))
     assert "| verify " in out and "| identify " in out
