@@ -193,29 +193,14 @@ def main(argv: list[str] | None = None) -> int:
         common.note("nothing was scored")
         return 0
     common.print_table(
-        ["model", "trials", "target", "non-target", "EER %", "minDCF 0.01", "embed+score s"],
+        ["model", "trials", *common.VERIFICATION_HEADERS, "embed+score s"],
         [
-            [
-                r.model,
-                r.trials,
-                r.n_target,
-                r.n_nontarget,
-                common.fmt(100 * r.eer, 2),
-                common.fmt(r.min_dcf, 3),
-                common.fmt(r.seconds, 1),
-            ]
+            [r.model, r.trials, *common.verification_cells(r.n_target, r.n_nontarget, r.eer, r.min_dcf)]
+            + [common.fmt(r.seconds, 1)]
             for r in results
         ],
     )
-    reference = {r.trials: r.eer for r in results if r.model == "resemblyzer"}
-    ratios = [
-        [r.model, r.trials, common.ratio(r.eer, reference[r.trials])]
-        for r in results
-        if r.model != "resemblyzer" and r.trials in reference
-    ]
-    if ratios:
-        print("\nEER ratios (< 1.0 means fewer errors than Resemblyzer):")
-        common.print_table(["model", "trials", "EER / resemblyzer EER"], ratios)
+    common.print_eer_ratios([(r.model, r.trials, r.eer) for r in results], "trials")
     return 0
 
 

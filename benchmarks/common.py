@@ -330,6 +330,28 @@ def ratio(numerator: float | None, denominator: float | None) -> str:
 
 
 # ----------------------------------------------------------------------------- peers
+VERIFICATION_HEADERS = ["target", "non-target", "EER %", "minDCF 0.01"]
+
+
+def verification_cells(n_target: int, n_nontarget: int, eer: float, min_dcf: float) -> list[Any]:
+    """The cells under ``VERIFICATION_HEADERS``: trial counts, EER in percent, minDCF."""
+    return [n_target, n_nontarget, fmt(100 * eer, 2), fmt(min_dcf, 3)]
+
+
+def print_eer_ratios(rows: Sequence[tuple[str, str, float]], label: str) -> None:
+    """Each model's EER over Resemblyzer's on the same trials, from ``(model, trials, eer)`` rows of
+    one run (a row of model ``resemblyzer`` is the reference of its trials)."""
+    reference = {trials: eer for model, trials, eer in rows if model == "resemblyzer"}
+    ratios = [
+        [model, trials, ratio(eer, reference[trials])]
+        for model, trials, eer in rows
+        if model != "resemblyzer" and trials in reference
+    ]
+    if ratios:
+        print("\nEER ratios (< 1.0 means fewer errors than Resemblyzer):")
+        print_table(["model", label, "EER / resemblyzer EER"], ratios)
+
+
 def import_peer(module: str, install: str) -> ModuleType | None:
     """Import a peer toolkit, or say clearly that its rows are skipped and how to get them."""
     import importlib

@@ -266,31 +266,15 @@ def report(rows: list[Row]) -> None:
     """The table, then each checkpoint's EER over Resemblyzer's per condition."""
     percent = partial(common.fmt, digits=1)
     common.print_table(
-        ["condition", "model", "target", "non-target", "EER %", "minDCF 0.01", "threshold", "FAR %", "FRR %"],
+        ["condition", "model", *common.VERIFICATION_HEADERS, "threshold", "FAR %", "FRR %"],
         [
-            [
-                r.condition,
-                r.model,
-                r.n_target,
-                r.n_nontarget,
-                common.fmt(100 * r.eer, 2),
-                common.fmt(r.min_dcf, 3),
-                common.fmt(r.threshold, 3),
-                percent(None if r.far is None else 100 * r.far),
-                percent(None if r.frr is None else 100 * r.frr),
-            ]
+            [r.condition, r.model, *common.verification_cells(r.n_target, r.n_nontarget, r.eer, r.min_dcf)]
+            + [common.fmt(r.threshold, 3), percent(None if r.far is None else 100 * r.far)]
+            + [percent(None if r.frr is None else 100 * r.frr)]
             for r in rows
         ],
     )
-    reference = {r.condition: r.eer for r in rows if r.model == "resemblyzer"}
-    ratios = [
-        [r.model, r.condition, common.ratio(r.eer, reference[r.condition])]
-        for r in rows
-        if r.model != "resemblyzer" and r.condition in reference
-    ]
-    if ratios:
-        print("\nEER ratios (< 1.0 means fewer errors than Resemblyzer):")
-        common.print_table(["model", "condition", "EER / resemblyzer EER"], ratios)
+    common.print_eer_ratios([(r.model, r.condition, r.eer) for r in rows], "condition")
 
 
 if __name__ == "__main__":
