@@ -3,24 +3,18 @@
 Every trial is between speakers the checkpoint never trained on:
 
 - ``speechocean762``: ``trials_test.txt`` (the corpus' test speakers), whole clips.
-- ``librispeech 16 kHz``: the LibriSpeech speakers the recipe holds out (``hold_out_speakers`` of
-  ``--recipe``, drawn with its seed exactly as ``python -m train fit`` draws them), each speaker's
-  recording cut into non-overlapping 3-s segments; every pair of segments is a trial.
-- ``librispeech 8 kHz``: the same segments through an 8 kHz phone line (``train.augment.telephone``).
-- ``librispeech 1-2 s``: non-overlapping segments of 1 to 2 s (lengths drawn with a fixed seed).
-- ``librispeech 5 x 1 s words``: five consecutive 1-s pieces joined by 0.2-0.6 s pauses of quiet
-  noise, like a user saying a few words into a microphone.
+- ``librispeech <condition>``: the LibriSpeech speakers the recipe holds out (``hold_out_speakers``
+  of ``--recipe``, drawn with its seed exactly as ``python -m train fit`` draws them), in each
+  recording condition of ``train.condition_trials`` (16 kHz 3-s segments, the same through an
+  8 kHz phone line, 1-2 s segments, five 1-s words with pauses, noise + reverberation).
 
-LibriSpeech clips the app would refuse (silent, or under 0.5 s of detected speech: a pause cut out
-of a recording) are left out of every condition, for every model alike.
-- ``librispeech noise + reverb``: the 3-s segments in a simulated room (pyroomacoustics) with
-  coloured noise at 5-15 dB SNR (``train.augment``'s own functions, seeded).
-
-Per model and condition: EER, minDCF (p_target 0.01), and FAR / FRR **at the threshold a user
-meets**: for a checkpoint its calibrated threshold (config.json); for Resemblyzer, which ships no
-threshold, its EER threshold on speechocean762 measured in this run (calibrated the way our
-checkpoints are). Checkpoints embed as ``python -m train evaluate`` does (whole clip, no speech
-gate); Resemblyzer as ``embed_utterance(preprocess_wav(wav))``. Scores are cosines.
+Per model and condition: EER and minDCF (p_target 0.01) on all pairs of the held-out speakers
+(no threshold involved), and FAR / FRR **at the threshold a user meets**, on the pairs of the test
+half of them only (``train.condition_trials.dev_test_split``: ``python -m train calibrate`` chooses
+a checkpoint's threshold on the dev half). The threshold is a checkpoint's own (config.json); for
+Resemblyzer, which ships no threshold, its EER threshold on speechocean762 measured in this run.
+Checkpoints embed as ``python -m train evaluate`` does (whole clip, no speech gate); Resemblyzer
+as ``embed_utterance(preprocess_wav(wav))``. Scores are cosines.
 """
 
 from __future__ import annotations
@@ -37,25 +31,16 @@ import numpy as np
 
 from benchmarks import common
 from benchmarks.accuracy import checkpoint_folders
-from speakerdemo.audio import MIN_SPEECH_SECONDS, SAMPLE_RATE, AudioError, load_audio
+from speakerdemo.audio import SAMPLE_RATE
 from speakerdemo.encoder import resolve_device
-from speakerdemo.metrics import compute_eer, compute_min_dcf, det_curve
+from speakerdemo.metrics import compute_eer, compute_min_dcf, error_rates
 from speakerdemo.scoring import cosine
-from train.augment import coloured_noise, mix_at_snr, simulate_rirs, telephone
-from train.config import load_config
+from train.condition_trials import condition_trials, dev_test_split, held_out
 from train.data import read_trials
-from train.evaluate import SegmentTrials, embed_arrays
-from train.prepare import load_source
+from train.evaluate import embed_arrays
 
 NAME = "generalisation"
 DEFAULT_RECIPE = common.REPO_ROOT / "train" / "configs" / "ecapa-speechocean.yaml"
-SEGMENT_SECONDS = 3.0
-SHORT_SECONDS = (1.0, 2.0)
-WORDS, WORD_SECONDS, PAUSE_SECONDS = 5, 1.0, (0.2, 0.6)
-PAUSE_LEVEL = 1e-3  # pause noise RMS relative to the speech's: -60 dB, a quiet room
-SNR_DB = (5.0, 15.0)
-ROOMS = 50
-SEED = 0
 
 Embedder = Callable[[list[np.ndarray]], np.ndarray]
 
@@ -75,112 +60,24 @@ class Row:
     frr: float | None
 
 
-def rates_at(scores: np.ndarray, labels: np.ndarray, threshold: float) -> tuple[float, float]:
-    """(FAR, FRR) when accepting ``score >= threshold``, read off the exact DET curve."""
-    points, far, frr = det_curve(scores, labels)
-    i = min(int(np.searchsorted(points, threshold, side="left")), len(points) - 1)
-    return float(far[i]), float(frr[i])
-
-
-def row(condition: str, model: str, scores: np.ndarray, labels: np.ndarray, threshold: float | None) -> Row:
-    """The metrics of one model on one condition; no FAR/FRR without a threshold."""
-    far, frr = rates_at(scores, labels, threshold) if threshold is not None else (None, None)
+def row(
+    condition: str,
+    model: str,
+    scores: np.ndarray,
+    labels: np.ndarray,
+    threshold: float | None,
+    tested: np.ndarray | None = None,
+) -> Row:
+    """The metrics of one model on one condition; FAR/FRR only with a threshold, and only on the
+    ``tested`` trials (all by default)."""
+    at = slice(None) if tested is None else tested
+    far, frr = error_rates(scores[at], labels[at], threshold) if threshold is not None else (None, None)
     eer = compute_eer(scores, labels)[0]
     min_dcf = compute_min_dcf(scores, labels, 0.01)[0]
     return Row(condition, model, int(labels.sum()), int((1 - labels).sum()), eer, min_dcf, threshold, far, frr)
 
 
 # ----------------------------------------------------------------------------- conditions
-def held_out_speakers(recipe: Path, corpus: Path) -> set[str]:
-    """The speakers of ``corpus`` that ``recipe`` keeps out of training, drawn as ``fit`` draws them."""
-    cfg = load_config(recipe, [])
-    for spec in cfg["data"]["sources"]:
-        if spec.get("hold_out_speakers") and Path(spec["root"]).resolve() == corpus.resolve():
-            return {u.speaker for u in load_source(spec, cfg["seed"])[1]}
-    sys.exit(f"error: {recipe} holds out no speakers of {corpus}")
-
-
-def accepted(wav: np.ndarray) -> bool:
-    """Whether the app would score this clip: not silent, at least MIN_SPEECH_SECONDS of speech.
-
-    A 1-s piece of a recording can be a pause; the app answers such a clip with an error, not a
-    score, so it is no trial of what users meet.
-    """
-    try:
-        load_audio((SAMPLE_RATE, wav), SAMPLE_RATE, max_seconds=None, min_speech_seconds=MIN_SPEECH_SECONDS)
-    except AudioError:
-        return False
-    return True
-
-
-def cut(wav: np.ndarray, lengths: list[int]) -> list[np.ndarray]:
-    """Consecutive, non-overlapping pieces of ``wav`` of the given lengths, as many as fit."""
-    pieces, start = [], 0
-    for n in lengths:
-        if start + n > len(wav):
-            break
-        pieces.append(wav[start : start + n])
-        start += n
-    return pieces
-
-
-def words(wav: np.ndarray, rng: np.random.Generator) -> list[np.ndarray]:
-    """Clips of ``WORDS`` consecutive 1-s pieces of ``wav`` joined by pauses of quiet noise."""
-    piece = int(WORD_SECONDS * SAMPLE_RATE)
-    pieces = cut(wav, [piece] * (len(wav) // piece))
-    level = PAUSE_LEVEL * float(np.sqrt(np.mean(wav**2)))
-    clips = []
-    for first in range(0, len(pieces) - WORDS + 1, WORDS):
-        parts = [pieces[first]]
-        for p in pieces[first + 1 : first + WORDS]:
-            pause = int(rng.uniform(*PAUSE_SECONDS) * SAMPLE_RATE)
-            parts += [(level * rng.standard_normal(pause)).astype(np.float32), p]
-        clips.append(np.concatenate(parts))
-    return clips
-
-
-def noisy_reverberant(segments: list[np.ndarray], seed: int) -> list[np.ndarray]:
-    """Each segment in a simulated room, plus coloured noise at a random SNR in ``SNR_DB``."""
-    rng = np.random.default_rng(seed)
-    rirs = simulate_rirs(ROOMS, SAMPLE_RATE, seed)
-    out = []
-    for wav in segments:
-        rir = rirs[int(rng.integers(len(rirs)))]
-        delay = int(np.argmax(np.abs(rir)))
-        wet = np.convolve(wav, rir)[delay : delay + len(wav)]
-        noisy = mix_at_snr(wet, coloured_noise(len(wav), rng), rng.uniform(*SNR_DB))
-        out.append((0.5 * noisy / max(float(np.max(np.abs(noisy))), 1e-6)).astype(np.float32))
-    return out
-
-
-def librispeech_conditions(corpus: Path, speakers: set[str], max_speakers: int | None) -> dict[str, SegmentTrials]:
-    """The LibriSpeech conditions of the suite, on the recordings of ``speakers``."""
-    rng = np.random.default_rng(SEED)
-    rows = [r for r in common.read_manifest(corpus) if r["speaker"] in speakers][:max_speakers]
-    segment = int(SEGMENT_SECONDS * SAMPLE_RATE)
-    kinds: dict[str, SegmentTrials] = {k: SegmentTrials([], []) for k in ("3 s", "1-2 s", "words")}
-    for r in rows:
-        wav = common.load_wav(corpus / r["path"])
-        short = [int(rng.uniform(*SHORT_SECONDS) * SAMPLE_RATE) for _ in range(len(wav) // SAMPLE_RATE)]
-        for kind, clips in (
-            ("3 s", cut(wav, [segment] * (len(wav) // segment))),
-            ("1-2 s", cut(wav, short)),
-            ("words", words(wav, rng)),
-        ):
-            clips = [c for c in clips if accepted(c)]
-            kinds[kind].speakers.extend([r["speaker"]] * len(clips))
-            kinds[kind].segments.extend(clips)
-    base = kinds["3 s"]
-    phone = [telephone(w, SAMPLE_RATE, mu_law=False) for w in base.segments]
-    return {
-        "librispeech 16 kHz": base,
-        "librispeech 8 kHz": SegmentTrials(base.speakers, phone),
-        "librispeech 1-2 s": kinds["1-2 s"],
-        f"librispeech {WORDS} x 1 s words": kinds["words"],
-        "librispeech noise + reverb": SegmentTrials(base.speakers, noisy_reverberant(base.segments, SEED)),
-    }
-
-
 def speechocean(corpus: Path, max_trials: int | None) -> tuple[list[np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
     """Every file of the trial list (audio), the index of each trial's two files, and its label."""
     trials = read_trials(corpus / "trials_test.txt", corpus)[:max_trials]
@@ -243,16 +140,19 @@ def main(argv: list[str] | None = None) -> int:
             common.note(f"{model}: speechocean762 scored in {time.perf_counter() - start:.0f} s")
     ls = common.data_or_skip(args.data, "librispeech-251")
     if ls is not None:
-        speakers = held_out_speakers(args.recipe, ls)
-        for condition, trials in librispeech_conditions(ls, speakers, 4 if args.quick else None).items():
-            labels = trials.labels
+        utts = held_out(args.recipe, ls)
+        _, test = dev_test_split([u.speaker for u in utts])
+        for condition, trials in condition_trials(utts, 4 if args.quick else None).items():
+            labels, tested = trials.labels, trials.pairs_within(test)
             common.note(
-                f"{condition}: {len(set(trials.speakers))} speakers, {len(trials.segments)} clips, "
-                f"{int(labels.sum())} target and {int((1 - labels).sum())} non-target pairs"
+                f"librispeech {condition}: {len(set(trials.speakers))} speakers, {len(trials.segments)} clips, "
+                f"{int(labels.sum())} target and {int((1 - labels).sum())} non-target pairs; FAR/FRR on the "
+                f"{int(labels[tested].sum())} target and {int((1 - labels[tested]).sum())} non-target pairs "
+                f"of the {len(test & set(trials.speakers))} test-half speakers"
             )
             for model, (embed, threshold) in models.items():
                 scores = trials.pair_scores(embed(trials.segments))
-                rows.append(row(condition, model, scores, labels, threshold))
+                rows.append(row(f"librispeech {condition}", model, scores, labels, threshold, tested))
     if not rows:
         common.note("nothing was scored")
         return 0

@@ -24,6 +24,7 @@ from .audio import (
     MIN_SPEECH_SECONDS,
     AudioError,
     detect_speech,
+    high_band_db,
     load_audio,
     require_speech,
     speech_regions,
@@ -62,6 +63,8 @@ class Embedding:
     ``speech_mask`` is the VAD's own mask (:func:`~speakerdemo.audio.detect_speech`, one entry
     per 10 ms over the input clip): the one stored record of where speech is, from which the
     regions and the seconds of speech are derived, so they always agree with the speech gate.
+    ``high_band_db`` (:func:`~speakerdemo.audio.high_band_db`) tells a phone-band clip from a
+    wideband one.
     ``class_logits`` is None unless asked for (``embed_batch(..., class_logits=True)``).
     """
 
@@ -71,6 +74,7 @@ class Embedding:
     frame_times: np.ndarray
     speech_mask: np.ndarray
     duration_seconds: float
+    high_band_db: float
     clipped_fraction: float = 0.0
     class_logits: np.ndarray | None = None
 
@@ -96,6 +100,7 @@ class _Clip:
     pooled: np.ndarray
     duration: float
     clipped: float
+    high_band_db: float
 
 
 def with_collar(mask: np.ndarray, frames: int) -> np.ndarray:
@@ -363,7 +368,7 @@ class SpeakerEncoder(
                 raise AudioError("No speech detected in the clip.")
             pooled = np.ones_like(speech)
         clipped = float(np.mean(np.abs(wav) >= CLIP_LEVEL))
-        return _Clip(feats, original / sr, vad, pooled, len(wav) / sr, clipped)
+        return _Clip(feats, original / sr, vad, pooled, len(wav) / sr, clipped, high_band_db(wav, sr, vad))
 
     def _windows(self, clip: _Clip) -> list[torch.Tensor]:
         """Speech frames of a clip, normalised together, cut into windows of at most ``window_seconds``."""
@@ -420,6 +425,7 @@ class SpeakerEncoder(
             frame_times=clip.frame_times.astype(np.float32),
             speech_mask=clip.speech_mask,
             duration_seconds=clip.duration,
+            high_band_db=clip.high_band_db,
             clipped_fraction=clip.clipped,
             class_logits=logits,
         )

@@ -178,10 +178,13 @@ class Gallery:
         mean = self._clips[key].astype(np.float64).mean(axis=0)
         return mean / np.linalg.norm(mean)
 
-    def rank(self, query: np.ndarray, top_k: int = 5, threshold: float = 0.5) -> Ranking:
+    def rank(self, query: np.ndarray, top_k: int = 5, threshold: float = 0.5, shift: float = 0.0) -> Ranking:
         """The ``top_k`` speakers whose centroids are most cosine-similar to ``query``.
 
-        Equal scores keep enrolment order, so rankings are deterministic.
+        Scores are cosines less ``shift``: a calibration's shift for the query's kind of clip
+        (:meth:`speakerdemo.scoring.Calibration.adjusted`), so that a phone-band or short query
+        meets the threshold on the same footing as a clean one. Equal scores keep enrolment order,
+        so rankings are deterministic.
         """
         if top_k < 1:
             raise ValueError(f"top_k must be at least 1, got {top_k}.")
@@ -189,7 +192,7 @@ class Gallery:
         if not self._clips:
             return Ranking(matches=[], threshold=threshold)
         names = self.names()
-        scores = cosine(np.stack([self._centroid(n) for n in names]), q)
+        scores = cosine(np.stack([self._centroid(n) for n in names]), q) - shift
         order = np.argsort(-scores, kind="stable")[:top_k]
         return Ranking(matches=[Match(names[i], float(scores[i])) for i in order], threshold=threshold)
 

@@ -19,6 +19,8 @@ __all__ = [
     "compute_eer",
     "compute_min_dcf",
     "det_curve",
+    "error_rates",
+    "threshold_at_far",
     "top_k_accuracy",
 ]
 
@@ -79,6 +81,32 @@ def det_curve(scores: ArrayLike, labels: ArrayLike) -> tuple[np.ndarray, np.ndar
     thresholds = np.append(distinct, np.nextafter(distinct[-1], np.inf))
     far, frr = _rates(targets, nontargets, thresholds)
     return thresholds, far, frr
+
+
+def error_rates(scores: ArrayLike, labels: ArrayLike, threshold: float) -> tuple[float, float]:
+    """(FAR, FRR) when accepting ``score >= threshold``, exactly (no grid)."""
+    targets, nontargets = _split_trials(scores, labels)
+    far, frr = _rates(targets, nontargets, np.array([threshold], dtype=np.float64))
+    return float(far[0]), float(frr[0])
+
+
+def threshold_at_far(nontarget_scores: ArrayLike, max_far: float) -> float:
+    """The lowest threshold that accepts at most ``max_far`` of these different-speaker scores.
+
+    A decision threshold chosen for what it promises strangers rather than for balance with FRR,
+    which is what a demo that must not tell two strangers they are one person needs; only
+    non-target scores enter it. The threshold is the next float above the highest rejected score,
+    so it keeps FRR as low as the promise allows.
+    """
+    s = np.sort(np.asarray(nontarget_scores, dtype=np.float64))
+    if s.size == 0 or not np.isfinite(s).all():
+        raise ValueError("threshold_at_far needs at least one finite non-target score.")
+    if not 0.0 <= max_far <= 1.0:
+        raise ValueError(f"max_far must lie in [0, 1], got {max_far}.")
+    accepted = int(np.floor(max_far * s.size + 1e-9))
+    if accepted >= s.size:
+        return float(s[0])
+    return float(np.nextafter(s[s.size - accepted - 1], np.inf))
 
 
 def compute_eer(scores: ArrayLike, labels: ArrayLike) -> tuple[float, float]:

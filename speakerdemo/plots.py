@@ -91,8 +91,8 @@ def score_distribution_figure(calibration: Calibration | None, score: float, thr
     trials = f" ({calibration.trials})" if calibration is not None and calibration.trials else ""
     fig.update_layout(
         barmode="overlay",
-        title=f"Cosine scores of calibration trials{trials}",
-        xaxis_title="cosine similarity",
+        title=f"Scores of calibration trials{trials}",
+        xaxis_title="score: cosine similarity, less the shift for the kind of clip",
         yaxis_title="density",
         height=300,
         margin={"l": 50, "r": 10, "t": 40, "b": 40},
@@ -121,7 +121,7 @@ def ranking_figure(ranking: Ranking) -> go.Figure:
     fig.add_vline(x=ranking.threshold, line_dash="dash", line_color="#555", annotation_text="threshold")
     fig.update_layout(
         title=f"Best match: {ranking.best}",
-        xaxis_title="cosine similarity",
+        xaxis_title="score: cosine similarity, less the shift for the kind of clip",
         height=120 + 40 * max(1, len(names)),
         margin={"l": 10, "r": 10, "t": 40, "b": 40},
     )

@@ -2,19 +2,21 @@
 
 ``cosine`` is the raw similarity; ``adaptive_snorm`` normalises scores
 against a cohort; ``Calibration`` records, for one trial list, the operating
-points (EER threshold, FAR/FRR curve, score distributions) that the app shows
-next to a score so that a user can read it.
+points (threshold, FAR/FRR curve, score distributions) that the app shows
+next to a score so that a user can read it, and optionally the same per
+recording condition (``Calibration.across_conditions``).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, fields, replace
 
 import numpy as np
 from numpy.typing import ArrayLike
 
-from speakerdemo.metrics import compute_eer, compute_min_dcf, det_curve
+from speakerdemo.metrics import compute_eer, compute_min_dcf, det_curve, threshold_at_far
 
 __all__ = ["Calibration", "adaptive_snorm", "cosine"]
 
@@ -107,6 +109,9 @@ def adaptive_snorm(
 
 _FLOAT_FIELDS = ("threshold", "eer", "min_dcf")
 _LIST_FIELDS = ("thresholds", "far", "frr", "bin_edges", "target_hist", "nontarget_hist")
+# Keys a checkpoint calibrated before per-condition calibration does not have.
+EER_RULE = "the equal-error-rate point"
+_OPTIONAL_FIELDS = {"rule": EER_RULE, "conditions": {}, "shifts": {}}
 
 
 @dataclass
@@ -120,6 +125,14 @@ class Calibration:
     ``rates_at`` can answer any threshold by interpolation without keeping the
     scores. The histograms use shared ``bin_edges`` and are densities, so the
     two classes are comparable however unbalanced the trial list is.
+
+    ``rule`` says how ``threshold`` was chosen (the app shows it). A
+    calibration across conditions (:meth:`across_conditions`) also has
+    ``shifts``, subtracted from the cosine of a pair of each kind of clip
+    (:func:`speakerdemo.conditions.pair_condition`) before it meets the
+    threshold (:meth:`adjusted`), and ``conditions``, one calibration per
+    recording condition on those adjusted scores: what the one threshold means
+    for each kind of clip. Every curve here is on adjusted scores.
     """
 
     threshold: float
@@ -132,6 +145,9 @@ class Calibration:
     bin_edges: list[float]
     target_hist: list[float]
     nontarget_hist: list[float]
+    rule: str = EER_RULE
+    conditions: dict[str, Calibration] = field(default_factory=dict)
+    shifts: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         """Refuse inconsistent curves: ``rates_at`` and the plots assume them."""
@@ -189,6 +205,55 @@ class Calibration:
             nontarget_hist=nontarget_hist.tolist(),
         )
 
+    @classmethod
+    def across_conditions(
+        cls,
+        scored: dict[str, tuple[ArrayLike, ArrayLike, ArrayLike]],
+        reference: str,
+        max_far: float,
+        trials: str,
+        min_nontargets: int = 100,
+    ) -> Calibration:
+        """A threshold and a score shift per kind of clip, so that every condition accepts at most
+        ``max_far`` of its different-speaker pairs, as the app sees them.
+
+        ``scored`` maps a condition to its (cosine scores, labels, kinds): each pair's kind is what
+        the app detects it as (:func:`speakerdemo.conditions.pair_conditions`), so a 3-s clip with
+        little speech counts as short here as it will in the app. Each kind's threshold is the
+        lowest at which, in every condition, that kind's pairs keep to ``max_far`` (a condition
+        with fewer than ``min_nontargets`` non-target pairs of a kind does not vote); the
+        ``reference`` kind's is the threshold, and every other kind's shift is its threshold less
+        the reference's. Strangers on a phone line score closer than in clean speech, so without
+        the shift one threshold either lets them through or rejects most clean same-speaker pairs.
+        The curves are those of all conditions pooled, after the shift; each condition keeps its
+        own under ``conditions``.
+        """
+        arrays = {
+            name: (np.asarray(s, dtype=np.float64), np.asarray(y), np.asarray(k)) for name, (s, y, k) in scored.items()
+        }
+        per_kind: dict[str, float] = {}
+        for s, y, k in arrays.values():
+            for kind in np.unique(k):
+                strangers = s[(k == kind) & (y == 0)]
+                if strangers.size >= min_nontargets:
+                    per_kind[str(kind)] = max(per_kind.get(str(kind), -math.inf), threshold_at_far(strangers, max_far))
+        if reference not in per_kind:
+            raise ValueError(f"No condition has {min_nontargets}+ non-target pairs of the kind {reference!r}.")
+        threshold = per_kind[reference]
+        shifts = {kind: t - threshold for kind, t in per_kind.items()}
+        adjusted = {name: _shifted(s, list(k), shifts) for name, (s, _, k) in arrays.items()}
+        per = {name: cls.from_scores(adjusted[name], y, trials=name) for name, (_, y, _) in arrays.items()}
+        pooled = cls.from_scores(
+            np.concatenate(list(adjusted.values())), np.concatenate([y for _, y, _ in arrays.values()]), trials
+        )
+        rule = f"the threshold at which every condition accepts at most {100 * max_far:g} % of different speakers"
+        return replace(pooled, threshold=threshold, rule=rule, conditions=per, shifts=shifts)
+
+    def adjusted(self, scores: ArrayLike, kinds: str | Sequence[str]) -> np.ndarray:
+        """Cosine scores less the shift of their kind of clip (one kind for all, or one per score;
+        no shift for a kind without one): what meets ``threshold``."""
+        return _shifted(scores, kinds, self.shifts)
+
     def rates_at(self, threshold: float) -> tuple[float, float]:
         """(far, frr) at any threshold, linearly interpolated on the grid.
 
@@ -206,6 +271,8 @@ class Calibration:
             d[key] = round(float(d[key]), 6)
         for key in _LIST_FIELDS:
             d[key] = [round(float(v), 6) for v in d[key]]
+        d["conditions"] = {name: c.to_dict() for name, c in self.conditions.items()}
+        d["shifts"] = {kind: round(float(v), 6) for kind, v in self.shifts.items()}
         return d
 
     @classmethod
@@ -213,24 +280,40 @@ class Calibration:
         """Rebuild from ``to_dict`` output, refusing anything malformed.
 
         The dict usually comes from a hand-editable config file, so keys,
-        types and lengths are all checked and reported by name.
+        types and lengths are all checked and reported by name. ``rule``,
+        ``conditions`` and ``shifts`` may be missing (checkpoints calibrated
+        before them).
         """
         if not isinstance(d, dict):
             raise ValueError(f"Calibration must be a dict, got {type(d).__name__}.")
         expected = {f.name for f in fields(cls)}
+        d = {**_OPTIONAL_FIELDS, **d}
         missing, unknown = expected - d.keys(), d.keys() - expected
         if missing or unknown:
             raise ValueError(
                 f"Calibration keys do not match: missing {sorted(missing)}, unknown {sorted(map(str, unknown))}."
             )
-        if not isinstance(d["trials"], str):
-            raise ValueError(f"Calibration 'trials' must be a string, got {type(d['trials']).__name__}.")
+        for key in ("trials", "rule"):
+            if not isinstance(d[key], str):
+                raise ValueError(f"Calibration '{key}' must be a string, got {type(d[key]).__name__}.")
+        for key in ("conditions", "shifts"):
+            if not isinstance(d[key], dict):
+                raise ValueError(f"Calibration '{key}' must be a dict, got {type(d[key]).__name__}.")
         values = {key: _finite_number(d[key], key) for key in _FLOAT_FIELDS}
         for key in _LIST_FIELDS:
             if not isinstance(d[key], list):
                 raise ValueError(f"Calibration '{key}' must be a list, got {type(d[key]).__name__}.")
             values[key] = [_finite_number(v, key) for v in d[key]]
-        return cls(trials=d["trials"], **values)
+        conditions = {str(name): cls.from_dict(c) for name, c in d["conditions"].items()}
+        shifts = {str(kind): _finite_number(v, "shifts") for kind, v in d["shifts"].items()}
+        return cls(trials=d["trials"], rule=d["rule"], conditions=conditions, shifts=shifts, **values)
+
+
+def _shifted(scores: ArrayLike, kinds: str | Sequence[str], shifts: dict[str, float]) -> np.ndarray:
+    """``scores`` less the shift of each one's kind (0 for a kind without one)."""
+    if isinstance(kinds, str):
+        return np.asarray(scores, dtype=np.float64) - shifts.get(kinds, 0.0)
+    return np.asarray(scores, dtype=np.float64) - np.array([shifts.get(k, 0.0) for k in kinds])
 
 
 def _finite_number(value: object, key: str) -> float:

@@ -22,6 +22,7 @@ import plotly.graph_objects as go
 
 from .app_state import Models, SharedGallery, read_model_card
 from .audio import MAX_SECONDS, AudioError
+from .conditions import DESCRIPTIONS, clip_condition, pair_condition
 from .encoder import Embedding, SpeakerEncoder
 from .gallery import Gallery, GalleryError
 from .plots import embedding_map_figure, ranking_figure, score_distribution_figure, spectrogram_figure
@@ -93,20 +94,27 @@ class Demo:
     # ------------------------------------------------------------------ verify
     def verify(
         self, session: Session, a: Any, b: Any, threshold: float
-    ) -> tuple[go.Figure, go.Figure, str, go.Figure, float]:
-        """Are clips A and B the same speaker? Both are embedded in one batch; the score is kept in
-        the page's state so that the threshold slider can redraw the verdict without the model."""
+    ) -> tuple[go.Figure, go.Figure, str, go.Figure, str, float]:
+        """Are clips A and B the same speaker? Both are embedded in one batch. The score is their
+        cosine less the calibration's shift for their kind of clip
+        (:func:`~speakerdemo.conditions.pair_condition`); kind and score are kept in the page's
+        state so that the threshold slider can redraw the verdict without the model."""
         encoder = self.encoder(session)
         ea, eb = self._embed(encoder, [a, b], ["Clip A", "Clip B"])
+        condition = pair_condition(ea, eb)
         score = encoder.score(ea, eb)
-        text, dist = calibrated_verdict(encoder.calibration, score, threshold)
+        if encoder.calibration is not None:
+            score = float(encoder.calibration.adjusted(score, condition))
+        text, dist = calibrated_verdict(encoder.calibration, score, threshold, condition)
         warnings = [f"**Clip A:** {w}" for w in clip_warnings(ea)] + [f"**Clip B:** {w}" for w in clip_warnings(eb)]
         report = text + ("\n\n" + "\n\n".join(f"⚠️ {w}" for w in warnings) if warnings else "")
-        return spectrogram_figure(ea, "Clip A"), spectrogram_figure(eb, "Clip B"), report, dist, score
+        return spectrogram_figure(ea, "Clip A"), spectrogram_figure(eb, "Clip B"), report, dist, condition, score
 
-    def verdict(self, session: Session, score: float | None, threshold: float) -> tuple[str, go.Figure]:
+    def verdict(
+        self, session: Session, score: float | None, condition: str | None, threshold: float
+    ) -> tuple[str, go.Figure]:
         """The verdict redrawn for a new threshold (slider changes): no model call."""
-        return calibrated_verdict(self.encoder(session).calibration, score, threshold)
+        return calibrated_verdict(self.encoder(session).calibration, score, threshold, condition)
 
     # ------------------------------------------------------------------ gallery
     def gallery_of(self, session: Session) -> Gallery:
@@ -164,11 +172,12 @@ class Demo:
         encoder = self.encoder(session)
         emb = self._embed(encoder, [clip], class_logits=True)[0]
         classes = [[name, round(p, 4)] for name, p in encoder.classify(emb, top_k=IDENTIFY_CLASSES)]
-        ranking = gallery.rank(emb.vector, top_k=int(top_k), threshold=threshold)
+        kind = clip_condition(emb)
+        shift = encoder.calibration.shifts.get(kind, 0.0) if encoder.calibration else 0.0
+        ranking = gallery.rank(emb.vector, top_k=int(top_k), threshold=threshold, shift=shift)
         best = ranking.matches[0]
-        text = (
-            f"## {ranking.best}\n\nBest match **{best.name}** with cosine {best.score:.3f} (threshold {threshold:.3f})."
-        )
+        text = f"## {ranking.best}\n\nBest match **{best.name}** with {score_words(best.score, shift, kind)} "
+        text += f"(threshold {threshold:.3f})."
         if ranking.best == "unknown":
             text += " Below the threshold, so the speaker is reported as **unknown**."
         warnings = clip_warnings(emb)
@@ -220,27 +229,54 @@ class Demo:
         return (fresh, encoder.threshold, read_model_card(self.models.choices[model]), *self.gallery_view(fresh))
 
 
-def calibrated_verdict(calibration: Calibration | None, score: float | None, threshold: float) -> tuple[str, go.Figure]:
-    """Decision and error rates for a score at a threshold, from the checkpoint's calibration alone."""
+def score_words(score: float, shift: float, kind: str | None) -> str:
+    """How a verdict names its score: the cosine, or the cosine less the shift for the kind of clip."""
+    if not shift:
+        return f"cosine similarity **{score:.3f}**"
+    return (
+        f"score **{score:.3f}** (the cosine similarity {score + shift:.3f} less {shift:.3f} "
+        f"for {DESCRIPTIONS.get(kind or '', kind)})"
+    )
+
+
+def calibrated_verdict(
+    calibration: Calibration | None, score: float | None, threshold: float, condition: str | None = None
+) -> tuple[str, go.Figure]:
+    """Decision and error rates for a score at a threshold, from the checkpoint's calibration alone.
+
+    With a ``condition`` the checkpoint was calibrated on (a checkpoint calibrated across
+    conditions), the rates and score distributions for clips like the user's come first: a
+    threshold that lets few strangers through on clean 16-kHz speech can let many through on a
+    phone line.
+    """
     if score is None:
         return "Give two clips and press **Verify**.", score_distribution_figure(calibration, 0.0, threshold)
     same = score >= threshold
+    shift = calibration.shifts.get(condition, 0.0) if calibration is not None and condition else 0.0
+    words = score_words(score, shift, condition)
     lines = [
         f"## {'✅ Same speaker' if same else '❌ Different speakers'}",
-        f"Cosine similarity **{score:.3f}** against threshold **{threshold:.3f}**.",
+        f"{words[0].upper()}{words[1:]} against threshold **{threshold:.3f}**.",
     ]
-    if calibration is not None:
-        far, frr = calibration.rates_at(threshold)
-        lines.append(
-            f"At this threshold, on {calibration.trials or 'the calibration trials'}, about "
-            f"**{100 * far:.1f} %** of different-speaker pairs are accepted (false accepts) and "
-            f"**{100 * frr:.1f} %** of same-speaker pairs rejected (false rejects). "
-            f"The default {calibration.threshold:.3f} is the equal-error-rate point "
-            f"(EER {100 * calibration.eer:.2f} %)."
-        )
-    else:
+    if calibration is None:
         lines.append("This checkpoint has no calibration: the threshold's error rates are unknown.")
-    return "\n\n".join(lines), score_distribution_figure(calibration, score, threshold)
+        return "\n\n".join(lines), score_distribution_figure(calibration, score, threshold)
+    matched = calibration.conditions.get(condition) if condition else None
+    if matched is not None:
+        far, frr = matched.rates_at(threshold)
+        lines.append(
+            f"For {DESCRIPTIONS.get(condition, condition)}, like these two, about **{100 * far:.1f} %** of "
+            f"different-speaker pairs pass at this threshold (false accepts) and **{100 * frr:.1f} %** of "
+            "same-speaker pairs are rejected (false rejects)."
+        )
+    far, frr = calibration.rates_at(threshold)
+    lines.append(
+        f"{'Over all' if matched is not None else 'On'} {calibration.trials or 'the calibration trials'}: "
+        f"about **{100 * far:.1f} %** false accepts and **{100 * frr:.1f} %** false rejects. "
+        f"The default {calibration.threshold:.3f} is {calibration.rule} "
+        f"(EER {100 * calibration.eer:.2f} %)."
+    )
+    return "\n\n".join(lines), score_distribution_figure(matched or calibration, score, threshold)
 
 
 @gpu
@@ -344,6 +380,7 @@ def build_demo(demo: Demo) -> gr.Blocks:
                 )
             verify_btn = gr.Button("Verify", variant="primary")
             score = gr.State(None)
+            condition = gr.State(None)
             verdict = gr.Markdown("Give two clips and press **Verify**.", elem_id="verdict")
             dist = gr.Plot(label="What the score means")
             with gr.Row():
@@ -352,11 +389,15 @@ def build_demo(demo: Demo) -> gr.Blocks:
             verify_btn.click(
                 demo.verify,
                 [session, clip_a, clip_b, threshold],
-                [spec_a, spec_b, verdict, dist, score],
+                [spec_a, spec_b, verdict, dist, condition, score],
                 api_name="verify",
             )
             threshold.change(
-                demo.verdict, [session, score, threshold], [verdict, dist], api_name=False, show_progress="hidden"
+                demo.verdict,
+                [session, score, condition, threshold],
+                [verdict, dist],
+                api_name=False,
+                show_progress="hidden",
             )
 
         with gr.Tab("Enroll"):

@@ -22,6 +22,7 @@ from speakerdemo.audio import (
     SAMPLE_RATE,
     AudioError,
     detect_speech,
+    high_band_db,
     load_audio,
     speech_regions,
     speech_seconds,
@@ -438,3 +439,33 @@ def test_every_speechocean762_utterance_loads(shared_data: Path) -> None:
     assert not problems, f"{len(problems)} problems, e.g. {problems[:5]}"
     assert len(too_little_speech) <= len(rows) / 1000
     assert plausible >= 0.95
+
+
+# ---------------------------------------------------------------------- band (phone line or not)
+def test_high_band_db_of_white_noise_is_flat_and_a_phone_line_removes_it():
+    """White noise has the same power per Hz in every band: about 0 dB. Through an 8 kHz phone line
+    (train.augment.telephone) nothing is left above 4 kHz: far below the app's -60 dB mark."""
+    from speakerdemo.conditions import PHONE_BAND_DB
+    from train.augment import telephone
+
+    noise = white_noise(3.0, 0.1)
+    everywhere = np.ones(len(noise) // 160 + 1, dtype=bool)
+    assert high_band_db(noise, SR, everywhere) == pytest.approx(0.0, abs=0.5)
+    for mu_law in (False, True):
+        assert high_band_db(telephone(noise, SR, mu_law=mu_law), SR, everywhere) < PHONE_BAND_DB - 10
+
+
+def test_high_band_db_measures_the_speech_frames_only():
+    """A 1 kHz tone (marked speech) then white noise (not speech): only the tone is measured, and a
+    tone has no power above 4 kHz; with every frame marked, the noise brings it back near 0 dB."""
+    t = np.arange(2 * SR) / SR
+    clip = np.concatenate([0.1 * np.sin(2 * np.pi * 1000 * t), white_noise(2.0, 0.1)]).astype(np.float32)
+    mask = np.zeros(len(clip) // 160 + 1, dtype=bool)
+    mask[: 2 * SR // 160 - 10] = True
+    assert high_band_db(clip, SR, mask) < -80
+    assert high_band_db(clip, SR, np.ones_like(mask)) > -10
+    assert high_band_db(clip, SR, np.zeros_like(mask)) > -10  # no speech found: every frame counts
+
+
+def test_high_band_db_below_the_band():
+    assert high_band_db(white_noise(1.0, 0.1), 8000, np.ones(101, dtype=bool)) == -np.inf

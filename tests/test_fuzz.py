@@ -47,6 +47,7 @@ from hypothesis import strategies as st
 import speakerdemo.audio as audio_module
 from speakerdemo.app_state import Models
 from speakerdemo.audio import MAX_SECONDS, SAMPLE_RATE, AudioError, load_audio
+from speakerdemo.conditions import DETECTED
 from speakerdemo.encoder import SpeakerEncoder
 from speakerdemo.ui import Demo, Session
 
@@ -398,10 +399,13 @@ def good_clip() -> tuple[int, np.ndarray]:
     return SR, (0.5 * voice(3 * SR, SR, rng)).astype(np.float32)
 
 
-def check_verify(result: tuple) -> None:
-    spec_a, spec_b, report, dist, score = result
-    assert isinstance(report, str) and report
-    assert isinstance(score, float) and math.isfinite(score) and -1.001 <= score <= 1.001
+def check_verify(result: tuple, demo: Demo) -> None:
+    """A verdict, a detected kind of clip, and a finite score: a cosine less at most the largest shift."""
+    spec_a, spec_b, report, dist, kind, score = result
+    calibration = demo.models.get(None).calibration
+    bound = 1.001 + max(map(abs, calibration.shifts.values()), default=0.0) if calibration else 1.001
+    assert isinstance(report, str) and report and kind in DETECTED
+    assert isinstance(score, float) and math.isfinite(score) and -bound <= score <= bound
 
 
 def test_app_handlers_never_fail_on_random_arrays(demo: Demo, good_clip: tuple, capsys: pytest.CaptureFixture) -> None:
@@ -421,7 +425,7 @@ def test_app_handlers_never_fail_on_random_arrays(demo: Demo, good_clip: tuple, 
             pair = (clip, good_clip) if handler == "verify A" else (good_clip, clip)
             got = outcome(lambda: demo.verify(session, *pair, 0.5), tally, gr.Error)
             if got.message is None:
-                check_verify(got.result)
+                check_verify(got.result, demo)
         must = expected_refusal(case)
         if got.message is None:
             assert must is None, f"accepted although it should be refused ({must})"
@@ -601,7 +605,7 @@ def test_app_handlers_never_fail_on_damaged_files(
         else:
             got = outcome(lambda: demo.verify(session, good_clip, str(path), 0.5), tally, gr.Error)
             if got.message is None:
-                check_verify(got.result)
+                check_verify(got.result, demo)
         if got.message is None:
             tally.add("result")
 

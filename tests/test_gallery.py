@@ -62,6 +62,17 @@ def test_rank_orders_by_cosine(gallery):
     assert ranking.threshold == 0.8
 
 
+def test_rank_subtracts_the_shift_of_the_query_kind(gallery):
+    """A calibration's shift for the query's kind of clip lowers every score alike: the order is
+    the same, and a best match that cleared the threshold can fall below it."""
+    query = np.array([1.0, 1.0, 0.0])
+    plain = gallery.rank(query, top_k=3, threshold=0.8)
+    shifted = gallery.rank(query, top_k=3, threshold=0.8, shift=0.2)
+    assert [m.name for m in shifted.matches] == [m.name for m in plain.matches]
+    np.testing.assert_allclose([m.score for m in shifted.matches], [0.72388, 0.50711, -0.2], atol=1e-5)
+    assert plain.best == "alice" and shifted.best == "unknown"
+
+
 def test_rank_top_k_and_unknown_below_threshold(gallery):
     ranking = gallery.rank(np.array([0.0, 1.0, 1.0]), top_k=2, threshold=0.75)
     # bob and carol both score 1/sqrt2 = 0.7071 < 0.75; ties keep enrolment order

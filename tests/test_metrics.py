@@ -4,11 +4,14 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
 
 from speakerdemo.metrics import (
     compute_eer,
     compute_min_dcf,
     det_curve,
+    error_rates,
+    threshold_at_far,
     top_k_accuracy,
 )
 
@@ -219,3 +222,46 @@ def test_top_k_ties_count_against_the_sample():
 def test_top_k_rejects_bad_input(logits, labels, k, message):
     with pytest.raises(ValueError, match=message):
         top_k_accuracy(logits, labels, k=k)
+
+
+# ---------------------------------------------------------------------- operating points
+def test_error_rates_by_hand():
+    scores = np.array([0.9, 0.8, 0.4, 0.7, 0.3, 0.1])
+    labels = np.array([1, 1, 1, 0, 0, 0])
+    # accept >= 0.4: targets 0.9, 0.8, 0.4 (none rejected); strangers 0.7 accepted (1 of 3)
+    assert error_rates(scores, labels, 0.4) == pytest.approx((1 / 3, 0.0))
+    # accept >= 0.75: target 0.4 rejected (1 of 3); no stranger accepted
+    assert error_rates(scores, labels, 0.75) == pytest.approx((0.0, 1 / 3))
+    assert error_rates(scores, labels, 0.7) == pytest.approx((1 / 3, 1 / 3))  # a score on the threshold passes
+
+
+def test_threshold_at_far_by_hand():
+    strangers = np.array([0.1, 0.5, 0.2, 0.4, 0.3, 0.6, 0.0, 0.9, 0.8, 0.7])
+    # 10 strangers: 20 % may pass, i.e. 0.9 and 0.8; the threshold is just above 0.7
+    t = threshold_at_far(strangers, 0.2)
+    assert 0.7 < t < 0.7 + 1e-12
+    assert np.mean(strangers >= t) == pytest.approx(0.2)
+    assert threshold_at_far(strangers, 0.25) == t  # 2.5 strangers may pass: still 2
+    assert threshold_at_far(strangers, 0.0) > 0.9  # nobody passes
+    assert threshold_at_far(strangers, 1.0) == 0.0  # everybody passes: the lowest score
+
+
+@given(
+    arrays(np.float64, st.integers(1, 60), elements=st.floats(-1, 1)),
+    st.floats(0.0, 1.0),
+)
+def test_threshold_at_far_keeps_its_promise_and_is_the_lowest(strangers, max_far):
+    t = threshold_at_far(strangers, max_far)
+    assert np.mean(strangers >= t) <= max_far + 1e-12
+    lower = strangers[strangers < t]
+    if lower.size:  # the next score down would break the promise
+        assert np.mean(strangers >= lower.max()) > max_far
+
+
+@pytest.mark.parametrize(
+    ("strangers", "max_far", "message"),
+    [([], 0.1, "at least one"), ([0.1, np.nan], 0.1, "finite"), ([0.1], 1.5, r"\[0, 1\]")],
+)
+def test_threshold_at_far_rejects_bad_input(strangers, max_far, message):
+    with pytest.raises(ValueError, match=message):
+        threshold_at_far(np.array(strangers, dtype=float), max_far)

@@ -246,3 +246,86 @@ def test_from_dict_rejects_non_dict():
 def test_from_scores_rejects_bad_grid():
     with pytest.raises(ValueError, match="grid must be"):
         Calibration.from_scores(np.array([0.1, 0.2]), np.array([1, 0]), grid=1)
+
+
+# ---------------------------------------------------------------------- across conditions
+def _condition(strangers: list[float], same: list[float], kind: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    scores = np.array(same + strangers)
+    labels = np.array([1] * len(same) + [0] * len(strangers))
+    return scores, labels, np.array([kind] * len(scores))
+
+
+def test_across_conditions_by_hand():
+    """Clean strangers score 0.0-0.9 in steps of 0.1, phone strangers 0.3 higher: at 10 % FAR the
+    clean threshold is just above 0.8 and the phone one just above 1.1, a shift of 0.3."""
+    clean = [i / 10 for i in range(10)]
+    scored = {
+        "clean": _condition(clean, [0.95, 0.85, 0.5], "16 kHz"),
+        "noisy": _condition([s - 0.5 for s in clean], [0.9], "16 kHz"),  # lower: does not bind
+        "phone": _condition([s + 0.3 for s in clean], [1.2, 1.0], "8 kHz"),
+    }
+    cal = Calibration.across_conditions(scored, "16 kHz", 0.1, "three conditions", min_nontargets=10)
+    assert 0.8 < cal.threshold < 0.8 + 1e-9
+    assert cal.shifts["16 kHz"] == 0.0 and cal.shifts["8 kHz"] == pytest.approx(0.3)
+    assert cal.trials == "three conditions" and "10 %" in cal.rule
+    assert set(cal.conditions) == {"clean", "noisy", "phone"}
+    # Each condition's curve: at the threshold 1 of 10 clean strangers passes
+    # (the grid interpolates towards the 2 of 10 just below it), and 1 of 3 same-speaker pairs fails.
+    far, frr = cal.conditions["clean"].rates_at(cal.threshold)
+    assert 0.1 <= far < 0.2 and frr == pytest.approx(1 / 3, abs=0.01)
+    phone = cal.adjusted(scored["phone"][0], "8 kHz")
+    np.testing.assert_allclose(phone, scored["phone"][0] - 0.3, atol=1e-9)
+    assert np.mean(phone[scored["phone"][1] == 0] >= cal.threshold) == pytest.approx(0.1)
+    # One kind per score; a kind without a shift is not shifted.
+    np.testing.assert_allclose(cal.adjusted([1.0, 1.0, 1.0], ["8 kHz", "16 kHz", "1-2 s"]), [0.7, 1.0, 1.0])
+
+
+def test_across_conditions_needs_the_reference_kind():
+    scored = {"phone": _condition([0.1] * 20, [0.9], "8 kHz")}
+    with pytest.raises(ValueError, match="16 kHz"):
+        Calibration.across_conditions(scored, "16 kHz", 0.05, "x", min_nontargets=10)
+
+
+def test_a_kind_with_too_few_strangers_does_not_vote():
+    scored = {
+        "clean": _condition([i / 100 for i in range(100)], [0.9], "16 kHz"),
+        "few short": _condition([0.99, 0.98], [0.9], "1-2 s"),
+    }
+    cal = Calibration.across_conditions(scored, "16 kHz", 0.05, "x", min_nontargets=10)
+    assert "1-2 s" not in cal.shifts and 0.94 < cal.threshold < 0.95 + 1e-9
+
+
+def test_across_conditions_round_trips_and_old_dicts_still_load():
+    scored = {
+        "clean": _condition([i / 50 for i in range(50)], [0.9, 0.95], "16 kHz"),
+        "phone": _condition([0.2 + i / 50 for i in range(50)], [1.1, 0.99], "8 kHz"),
+    }
+    cal = Calibration.across_conditions(scored, "16 kHz", 0.1, "two", min_nontargets=10)
+    d = json.loads(json.dumps(cal.to_dict()))
+    restored = Calibration.from_dict(d)
+    assert restored.to_dict() == d
+    assert restored.shifts == pytest.approx(cal.shifts, abs=1e-6) and restored.rule == cal.rule
+    assert restored.conditions["phone"].rates_at(0.8) == pytest.approx(cal.conditions["phone"].rates_at(0.8), abs=1e-5)
+    # A checkpoint calibrated before conditions existed: EER rule, no shifts, no conditions.
+    old = _valid_dict()
+    for key in ("rule", "conditions", "shifts"):
+        old.pop(key)
+    legacy = Calibration.from_dict(old)
+    assert legacy.shifts == {} and legacy.conditions == {} and "equal-error-rate" in legacy.rule
+    assert legacy.adjusted(0.5, "8 kHz") == 0.5
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda d: d.update(shifts=[0.1]), "'shifts' must be a dict"),
+        (lambda d: d.update(shifts={"8 kHz": "0.1"}), "'shifts' must hold finite numbers"),
+        (lambda d: d.update(conditions={"8 kHz": {"eer": 0.1}}), "keys do not match"),
+        (lambda d: d.update(rule=None), "'rule' must be a string"),
+    ],
+)
+def test_from_dict_rejects_bad_condition_fields(mutate, message):
+    d = _valid_dict()
+    mutate(d)
+    with pytest.raises(ValueError, match=message):
+        Calibration.from_dict(d)

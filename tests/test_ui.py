@@ -21,11 +21,12 @@ import soxr
 
 from speakerdemo.app_state import Models, SharedGallery
 from speakerdemo.audio import SAMPLE_RATE, AudioError
+from speakerdemo.conditions import DESCRIPTIONS, DETECTED, PHONE, WIDEBAND, clip_condition
 from speakerdemo.encoder import SPEECH_COLLAR_SECONDS
 from speakerdemo.gallery import Gallery
 from speakerdemo.plots import MAX_PLOT_FRAMES, NONTARGET_COLOUR, SPEECH_FILL, TARGET_COLOUR
 from speakerdemo.scoring import Calibration, cosine
-from speakerdemo.ui import Demo, Session, build_demo
+from speakerdemo.ui import Demo, Session, build_demo, calibrated_verdict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SR = SAMPLE_RATE
@@ -102,7 +103,9 @@ def test_same_speaker_scores_higher_than_different_speakers(demo, session, speec
         for i in range(3)
     ]
     assert len(same) == 9 and len(different) == 9
-    assert all(-1.0 <= x <= 1.0 for x in same + different)
+    shifts = demo.encoder(session).calibration.shifts if demo.encoder(session).calibration else {}
+    bound = 1.0 + max(map(abs, shifts.values()), default=0.0)  # a cosine less its kind's shift
+    assert all(-bound <= x <= bound for x in same + different)
     print(f"\nmean cosine: same speaker {np.mean(same):.3f}, different speakers {np.mean(different):.3f}")
     assert np.mean(same) > np.mean(different) + 0.05
     # The two speakers of different gender are the clearest case: same pairs beat every cross pair on average.
@@ -116,23 +119,55 @@ def test_verdict_states_score_threshold_and_calibrated_error_rates(
     demo, session, encoder, calibration, speech_clips, spk
 ):
     a, b = speech_clips[spk[0]][:2]
-    threshold = encoder.threshold
+    threshold = demo.switch_model(session, session.model)[1]  # the slider's default
     assert threshold == calibration.threshold
-    *_, text, _, score = demo.verify(session, a, b, threshold)
+    *_, text, _, kind, score = demo.verify(session, a, b, threshold)
+    ea, eb = demo.embed(session, [a, b])
+    assert kind in DETECTED
+    assert score == pytest.approx(encoder.score(ea, eb) - calibration.shifts.get(kind, 0.0), abs=1e-6)
     far, frr = calibration.rates_at(threshold)
     assert f"**{score:.3f}**" in text
     assert f"**{threshold:.3f}**" in text
-    assert f"**{100 * far:.1f} %** of different-speaker pairs are accepted" in text
-    assert f"**{100 * frr:.1f} %** of same-speaker pairs rejected" in text
-    assert f"EER {100 * calibration.eer:.2f} %" in text
+    assert f"**{100 * far:.1f} %** false accepts and **{100 * frr:.1f} %** false rejects" in text
+    assert f"EER {100 * calibration.eer:.2f} %" in text and calibration.rule in text
+    if kind in calibration.conditions:
+        far, frr = calibration.conditions[kind].rates_at(threshold)
+        assert DESCRIPTIONS[kind] in text
+        assert f"**{100 * far:.1f} %** of different-speaker pairs pass" in text
+        assert f"**{100 * frr:.1f} %** of same-speaker pairs are rejected" in text
     assert ("Same speaker" in text) == (score >= threshold)
     assert ("Different speakers" in text) == (score < threshold)
+
+
+def test_verdict_reads_the_rates_of_the_pairs_kind_of_clip():
+    """A calibration across conditions: the verdict names the kind of clip, its shift and its own
+    rates, then the pooled ones."""
+    rng = np.random.default_rng(0)
+
+    def condition(offset: float, kind: str) -> tuple:
+        scores = np.r_[rng.normal(0.8 + offset, 0.05, 50), rng.normal(0.2 + offset, 0.1, 500)]
+        return scores, np.r_[np.ones(50), np.zeros(500)].astype(int), np.array([kind] * 550)
+
+    cal = Calibration.across_conditions(
+        {"16 kHz": condition(0.0, WIDEBAND), "8 kHz": condition(0.3, PHONE)}, WIDEBAND, 0.05, "two synthetic"
+    )
+    shift = cal.shifts[PHONE]
+    assert 0.2 < shift < 0.4
+    text, _ = calibrated_verdict(cal, 0.9 - shift, cal.threshold, PHONE)
+    assert (
+        f"Score **{0.9 - shift:.3f}** (the cosine similarity 0.900 less {shift:.3f} for {DESCRIPTIONS[PHONE]})" in text
+    )
+    far, frr = cal.conditions["8 kHz"].rates_at(cal.threshold)
+    assert f"For {DESCRIPTIONS[PHONE]}, like these two, about **{100 * far:.1f} %**" in text
+    assert "Over all two synthetic" in text and "Same speaker" in text
+    plain, _ = calibrated_verdict(cal, 0.1, cal.threshold, WIDEBAND)  # no shift: the cosine itself
+    assert "Cosine similarity **0.100**" in plain and "Different speakers" in plain
 
 
 def test_verdict_moves_with_the_threshold_without_calling_the_model(
     demo, session, encoder, calibration, speech_clips, spk, monkeypatch
 ):
-    *_, score = demo.verify(session, speech_clips[spk[0]][0], speech_clips[spk[1]][0], 0.0)
+    *_, kind, score = demo.verify(session, speech_clips[spk[0]][0], speech_clips[spk[1]][0], 0.0)
 
     def no_model_calls(*args, **kwargs):
         raise AssertionError("the model was called")
@@ -142,8 +177,8 @@ def test_verdict_moves_with_the_threshold_without_calling_the_model(
         demo.verify(session, speech_clips[spk[0]][0], speech_clips[spk[1]][0], 0.0)
 
     low, high = score - 0.1, score + 0.1
-    accept, dist_low = demo.verdict(session, score, low)
-    reject, dist_high = demo.verdict(session, score, high)
+    accept, dist_low = demo.verdict(session, score, kind, low)
+    reject, dist_high = demo.verdict(session, score, kind, high)
     assert "Same speaker" in accept and "Different speakers" not in accept
     assert "Different speakers" in reject and "Same speaker" not in reject
     for text, t in ((accept, low), (reject, high)):
@@ -153,7 +188,7 @@ def test_verdict_moves_with_the_threshold_without_calling_the_model(
     for dist, t in ((dist_low, low), (dist_high, high)):
         lines = [s.x0 for s in dist.layout.shapes if s.type == "line"]
         assert lines == pytest.approx([t, score])
-    prompt, _ = demo.verdict(session, None, 0.3)  # before any Verify: a prompt, no decision
+    prompt, _ = demo.verdict(session, None, None, 0.3)  # before any Verify: a prompt, no decision
     assert "press **Verify**" in prompt and "speaker" not in prompt.lower()
 
 
@@ -172,7 +207,7 @@ def test_a_request_fetches_its_encoder_once(models, model, speech_clips, spk, mo
 
 def test_verdict_of_an_uncalibrated_checkpoint_says_so(demo, session, encoder, monkeypatch):
     monkeypatch.setattr(encoder, "calibration", None)
-    text, dist = demo.verdict(session, 0.42, 0.5)
+    text, dist = demo.verdict(session, 0.42, WIDEBAND, 0.5)
     assert "Different speakers" in text and "**0.420**" in text
     assert "no calibration" in text
     assert not [t for t in dist.data if t.type == "bar"]
@@ -224,13 +259,14 @@ def test_long_clips_are_decimated_for_the_browser(demo, session, speech_clips, s
 
 def test_distribution_figure_has_both_histograms_and_the_score(demo, session, calibration, speech_clips, spk):
     a, b = speech_clips[spk[0]][:2]
-    *_, dist, score = demo.verify(session, a, b, calibration.threshold)
+    *_, dist, kind, score = demo.verify(session, a, b, calibration.threshold)
+    shown = calibration.conditions.get(kind, calibration)  # the pair's own kind of clip, when calibrated
     bars = {t.name: t for t in dist.data if t.type == "bar"}
     assert set(bars) == {"same speaker", "different speakers"}
     assert bars["same speaker"].marker.color == TARGET_COLOUR
     assert bars["different speakers"].marker.color == NONTARGET_COLOUR
-    assert list(bars["same speaker"].y) == pytest.approx(calibration.target_hist)
-    assert list(bars["different speakers"].y) == pytest.approx(calibration.nontarget_hist)
+    assert list(bars["same speaker"].y) == pytest.approx(shown.target_hist)
+    assert list(bars["different speakers"].y) == pytest.approx(shown.nontarget_hist)
     lines = [s.x0 for s in dist.layout.shapes if s.type == "line"]
     assert lines == pytest.approx([calibration.threshold, score])
     assert any(f"this pair {score:.3f}" == a.text for a in dist.layout.annotations)
@@ -256,6 +292,11 @@ def test_enroll_then_identify(demo, model, encoder, speech_clips, spk):
     query = speech_clips[spk[0]][2]  # a third clip of speaker 1, not enrolled
     text, ranking, classes, emb_map, spec = demo.identify(session, query, encoder.threshold, 5)
     assert text.startswith(f"## {spk[0]}\n") and f"Best match **{spk[0]}**" in text
+    # The score is the cosine to the speaker's centroid less the shift for the query's kind of clip.
+    emb = demo.embed(session, [query])[0]
+    shift = encoder.calibration.shifts.get(clip_condition(emb), 0.0) if encoder.calibration else 0.0
+    expected = float(cosine(demo.gallery_of(session).centroid(spk[0]), emb.vector)) - shift
+    assert f"**{expected:.3f}**" in text and ranking.data[0].x[-1] == pytest.approx(expected, abs=1e-5)
     assert ranking.layout.title.text == f"Best match: {spk[0]}"
     assert list(ranking.data[0].y)[::-1] == [spk[0], spk[1]]  # best on top
     assert [t.name for t in emb_map.data] == [spk[0], spk[1], "query"]
@@ -480,7 +521,7 @@ def test_mostly_silent_and_clipped_clips_are_flagged(demo, session, speech_clips
     quiet = np.concatenate([pad, wav, pad])  # 80 % silence
     _, report = demo.inspect(session, (SR, quiet))
     assert "mostly silence" in report
-    *_, verdict_text, _, _ = demo.verify(session, (SR, quiet), (SR, wav), 0.5)
+    _, _, verdict_text, *_ = demo.verify(session, (SR, quiet), (SR, wav), 0.5)
     assert "**Clip A:** The clip is mostly silence" in verdict_text and "**Clip B:**" not in verdict_text
 
     loud = np.clip(wav * 20 / np.abs(wav).max(), -1.0, 1.0)

@@ -105,6 +105,12 @@ class SegmentTrials:
         ids = np.asarray(self.speakers)
         return (ids[first] == ids[second]).astype(int)
 
+    def pairs_within(self, speakers: set[str]) -> np.ndarray:
+        """Which pairs (in ``pairs`` order) are between two of ``speakers``."""
+        first, second = self.pairs
+        inside = np.isin(np.asarray(self.speakers), sorted(speakers))
+        return inside[first] & inside[second]
+
     def pair_scores(self, vectors: np.ndarray) -> np.ndarray:
         """The cosine score of every pair, from one embedding vector per segment (any model's)."""
         first, second = self.pairs

@@ -1,0 +1,71 @@
+"""The recording conditions a threshold is calibrated on, and which of them a pair of clips is like.
+
+One threshold means different things for different clips: strangers on a phone line or in a
+1-s clip score closer together than in a clean 10-s recording. A checkpoint calibrated across
+conditions (``python -m train calibrate``, :meth:`speakerdemo.scoring.Calibration.across_conditions`)
+keeps a score shift for each kind of clip the app can tell apart (``DETECTED``: by band, from
+:attr:`Embedding.high_band_db`, and by seconds of speech) and what its threshold means in each
+calibrated condition. Noise, reverberation and pauses the app cannot tell apart: pairs of those
+conditions are calibrated under the kind they are detected as, so that kind's shift must hold for
+them too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from .encoder import Embedding
+
+WIDEBAND = "16 kHz"
+PHONE = "8 kHz"
+SHORT = "1-2 s"
+WORDS = "5 x 1 s words"
+NOISY = "noise + reverb"
+CONDITIONS = (WIDEBAND, PHONE, SHORT, WORDS, NOISY)
+DETECTED = (WIDEBAND, PHONE, SHORT)  # the kinds of clip pair_conditions tells apart
+# How the app describes each condition to a user.
+DESCRIPTIONS = {
+    WIDEBAND: "wideband clips with 3 s of speech or more",
+    PHONE: "phone-band clips, 8 kHz or through a phone line",
+    SHORT: "clips with 1-2 s of speech",
+    WORDS: "five 1-s words with pauses",
+    NOISY: "noisy, reverberant rooms",
+}
+# Below this a clip was band-limited to a phone line somewhere: wideband speech measures -15 to
+# -38 dB, the same clips through an 8 kHz line -94 dB and below, white noise through it -65 dB
+# (speakerdemo.audio.high_band_db); the mark sits between, nearer the wideband side.
+PHONE_BAND_DB = -50.0
+# Less speech than this in either clip and the pair is matched to the short-clip condition (1-2 s);
+# 3-s segments are the wideband condition.
+SHORT_SPEECH_SECONDS = 2.5
+
+
+def is_phone_band(embedding: Embedding) -> bool:
+    """Whether the clip carries nothing above a phone line's cut-off."""
+    return embedding.high_band_db < PHONE_BAND_DB
+
+
+def pair_conditions(embeddings: Sequence[Embedding], first: ArrayLike, second: ArrayLike) -> np.ndarray:
+    """The kind of clip (one of ``DETECTED``) of each pair (``embeddings[first[i]]``,
+    ``embeddings[second[i]]``): the harder one of its two clips.
+
+    The band comes first: a phone-band clip against a wideband one still scores like the phone
+    condition. Each clip is measured once, so that every pair of a trial list is cheap.
+    """
+    phone = np.array([is_phone_band(e) for e in embeddings])
+    short = np.array([e.speech_seconds < SHORT_SPEECH_SECONDS for e in embeddings])
+    i, j = np.asarray(first), np.asarray(second)
+    return np.where(phone[i] | phone[j], PHONE, np.where(short[i] | short[j], SHORT, WIDEBAND))
+
+
+def pair_condition(a: Embedding, b: Embedding) -> str:
+    """The kind of clip of one verify pair (:func:`pair_conditions`)."""
+    return str(pair_conditions([a, b], [0], [1])[0])
+
+
+def clip_condition(embedding: Embedding) -> str:
+    """The kind of one clip (identification: a query against enrolled speakers)."""
+    return pair_condition(embedding, embedding)

@@ -1,0 +1,72 @@
+"""speakerdemo.conditions: which calibrated kind of clip a pair is (band first, then speech length)."""
+
+import numpy as np
+import pytest
+from conftest import tiny_encoder, voiced
+
+from speakerdemo.audio import SAMPLE_RATE
+from speakerdemo.conditions import (
+    CONDITIONS,
+    DESCRIPTIONS,
+    DETECTED,
+    PHONE,
+    SHORT,
+    SHORT_SPEECH_SECONDS,
+    WIDEBAND,
+    clip_condition,
+    is_phone_band,
+    pair_condition,
+    pair_conditions,
+)
+from train.augment import telephone
+
+
+@pytest.fixture(scope="module")
+def clips():
+    """Embeddings of a wideband 4-s voice (harmonics plus a little white noise up to 8 kHz), the
+    same through a phone line, and a 1.5-s clip of the voice."""
+    wide = voiced(4.0, noise=0.05)
+    encoder = tiny_encoder()
+    wavs = {
+        "wide": wide,
+        "phone": telephone(wide, SAMPLE_RATE, mu_law=False),
+        "short": voiced(1.5, noise=0.05, seed=1),
+    }
+    return dict(zip(wavs, encoder.embed_batch([(SAMPLE_RATE, w) for w in wavs.values()])))
+
+
+def test_band_and_length_are_measured(clips):
+    assert not is_phone_band(clips["wide"]) and is_phone_band(clips["phone"])
+    assert clips["wide"].speech_seconds >= SHORT_SPEECH_SECONDS > clips["short"].speech_seconds
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "kind"),
+    [
+        ("wide", "wide", WIDEBAND),
+        ("wide", "phone", PHONE),
+        ("phone", "wide", PHONE),
+        ("short", "wide", SHORT),
+        ("wide", "short", SHORT),
+        ("short", "phone", PHONE),  # the band comes first
+    ],
+)
+def test_a_pair_is_its_harder_clip(clips, a, b, kind):
+    assert pair_condition(clips[a], clips[b]) == kind
+
+
+def test_pair_conditions_of_a_trial_list_agree_with_single_pairs(clips):
+    embeddings = list(clips.values())
+    first, second = np.triu_indices(len(embeddings), k=1)
+    kinds = pair_conditions(embeddings, first, second)
+    assert list(kinds) == [pair_condition(embeddings[i], embeddings[j]) for i, j in zip(first, second)]
+    assert [clip_condition(e) for e in embeddings] == [WIDEBAND, PHONE, SHORT]
+
+
+def test_every_condition_is_described_and_detected_kinds_are_conditions():
+    assert set(DESCRIPTIONS) == set(CONDITIONS) and set(DETECTED) <= set(CONDITIONS)
+
+
+def test_descriptions_read_inside_a_parenthesis():
+    """The verdict names a kind inside parentheses (ui.score_words): no nested ones."""
+    assert not any(c in text for text in DESCRIPTIONS.values() for c in "()")

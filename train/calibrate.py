@@ -1,0 +1,96 @@
+"""``python -m train calibrate``: one decision threshold for every recording condition, stored in
+the checkpoint with what it means in each.
+
+The dev half of the speakers a recipe holds out (:mod:`train.condition_trials`: never trained on,
+never in the suite's FAR/FRR) is cut into the conditions of :mod:`speakerdemo.conditions`; the
+threshold and a score shift per kind of clip the app can tell apart (phone band, short) are chosen
+so that every condition accepts at most ``--max-far`` of its different-speaker pairs
+(:meth:`speakerdemo.scoring.Calibration.across_conditions`). The checkpoint keeps them with the
+pooled curves and each condition's own, so that the app can shift a pair's score by its kind and
+say what the threshold means for clips like the user's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from speakerdemo.audio import SAMPLE_RATE
+from speakerdemo.conditions import WIDEBAND, pair_conditions
+from speakerdemo.encoder import SpeakerEncoder
+from speakerdemo.metrics import compute_eer, error_rates
+from speakerdemo.scoring import Calibration
+
+from .checkpoints import atomic_save_pretrained
+from .condition_trials import condition_trials, dev_test_split, held_out
+from .evaluate import embed_clips
+from .logs import setup_logging
+
+MAX_FAR = 0.05  # leaves room under the 10 % a demo may let through on speakers it has not seen
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of the ``calibrate`` sub-command."""
+    parser.description = __doc__.split("\n\n")[0].replace("``", "")
+    parser.add_argument("--checkpoint", required=True, help="checkpoint folder to calibrate (written in place)")
+    parser.add_argument("--recipe", required=True, type=Path, help="the checkpoint's training recipe (YAML)")
+    parser.add_argument(
+        "--corpus",
+        type=Path,
+        default=Path("../shared/data/librispeech-251"),
+        help="the corpus whose held-out speakers are the dev set (a source of the recipe)",
+    )
+    parser.add_argument(
+        "--max-far", type=float, default=MAX_FAR, help="false accepts allowed in every condition (default 0.05)"
+    )
+    parser.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    parser.add_argument("--output", help="write the per-condition results as JSON here")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``calibrate``: per-condition results printed as JSON; the checkpoint rewritten atomically."""
+    setup_logging(None)
+    if not 0.0 < args.max_far < 1.0:
+        raise SystemExit(f"--max-far must lie between 0 and 1, got {args.max_far}.")
+    encoder = SpeakerEncoder.from_pretrained(args.checkpoint, device=args.device)
+    utts = held_out(args.recipe, args.corpus)
+    dev, _ = dev_test_split([u.speaker for u in utts])
+    scored = {}
+    for name, trials in condition_trials([u for u in utts if u.speaker in dev]).items():
+        embeddings = embed_clips(encoder, [(SAMPLE_RATE, w) for w in trials.segments], desc=name)
+        first, second = trials.pairs
+        scored[name] = (
+            trials.pair_scores(np.stack([e.vector for e in embeddings])),
+            trials.labels,
+            pair_conditions(embeddings, first, second),
+        )
+    calibration = encoder.calibration = Calibration.across_conditions(
+        scored, WIDEBAND, args.max_far, trials=f"{len(dev)} {args.corpus.name} dev speakers, {len(scored)} conditions"
+    )
+    results = {
+        "checkpoint": str(args.checkpoint),
+        "threshold": calibration.threshold,
+        "shifts": calibration.shifts,
+        "rule": calibration.rule,
+        "pooled": dict(zip(("far", "frr"), calibration.rates_at(calibration.threshold))),
+        "conditions": {},
+    }
+    for name, (scores, labels, kinds) in scored.items():
+        far, frr = error_rates(calibration.adjusted(scores, list(kinds)), labels, calibration.threshold)
+        results["conditions"][name] = {
+            "target": int(labels.sum()),
+            "nontarget": int((1 - labels).sum()),
+            "kinds": {str(k): int(n) for k, n in zip(*np.unique(kinds, return_counts=True))},
+            "eer": compute_eer(scores, labels)[0],
+            "far": far,
+            "frr": frr,
+        }
+    atomic_save_pretrained(encoder.cpu(), Path(args.checkpoint))
+    text = json.dumps(results, indent=2)
+    print(text)
+    if args.output:
+        Path(args.output).write_text(text + "\n")
+    return 0
