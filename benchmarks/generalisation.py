@@ -13,8 +13,10 @@ Per model and condition: EER and minDCF (p_target 0.01) on all pairs of the held
 half of them only (``train.condition_trials.dev_test_split``: ``python -m train calibrate`` chooses
 a checkpoint's threshold on the dev half). The threshold is a checkpoint's own (config.json); for
 Resemblyzer, which ships no threshold, its EER threshold on speechocean762 measured in this run.
-Checkpoints embed as ``python -m train evaluate`` does (whole clip, no speech gate); Resemblyzer
-as ``embed_utterance(preprocess_wav(wav))``. Scores are cosines.
+Checkpoints embed as ``python -m train evaluate`` does (whole clip, no speech gate) and score as
+the app does: the cosine less the checkpoint's shift for the pair's kind of clip as the app
+detects it (phone band, short; none for a checkpoint calibrated without shifts). Resemblyzer embeds
+as ``embed_utterance(preprocess_wav(wav))`` and scores by cosine.
 """
 
 from __future__ import annotations
@@ -32,17 +34,19 @@ import numpy as np
 from benchmarks import common
 from benchmarks.accuracy import checkpoint_folders
 from speakerdemo.audio import SAMPLE_RATE
-from speakerdemo.encoder import resolve_device
+from speakerdemo.conditions import pair_conditions
+from speakerdemo.encoder import SpeakerEncoder, resolve_device
 from speakerdemo.metrics import compute_eer, compute_min_dcf, error_rates
 from speakerdemo.scoring import cosine
 from train.condition_trials import condition_trials, dev_test_split, held_out
 from train.data import read_trials
-from train.evaluate import embed_arrays
+from train.evaluate import embed_clips
 
 NAME = "generalisation"
 DEFAULT_RECIPE = common.REPO_ROOT / "train" / "configs" / "ecapa-speechocean.yaml"
 
-Embedder = Callable[[list[np.ndarray]], np.ndarray]
+# A model's scores of the pairs (first[i], second[i]) of a list of clips.
+Scorer = Callable[[list[np.ndarray], np.ndarray, np.ndarray], np.ndarray]
 
 
 @dataclass
@@ -89,21 +93,38 @@ def speechocean(corpus: Path, max_trials: int | None) -> tuple[list[np.ndarray],
 
 
 # ----------------------------------------------------------------------------- models
-def embedders(args: object, device: str) -> dict[str, tuple[Embedder, float | None]]:
-    """Each model's embedder and shipped threshold (None: measured on speechocean762 in this run)."""
-    models: dict[str, tuple[Embedder, float | None]] = {}
+def checkpoint_scorer(encoder: SpeakerEncoder) -> Scorer:
+    """Scores as the app makes them: each pair's cosine less the checkpoint's shift for the pair's
+    kind of clip as the app detects it (:func:`speakerdemo.conditions.pair_conditions`)."""
+
+    def score(wavs: list[np.ndarray], first: np.ndarray, second: np.ndarray) -> np.ndarray:
+        embeddings = embed_clips(encoder, [(SAMPLE_RATE, w) for w in wavs], desc="clips")
+        vectors = np.stack([e.vector for e in embeddings])
+        scores = cosine(vectors, vectors)[first, second]
+        if encoder.calibration is None:
+            return scores
+        return encoder.calibration.adjusted(scores, list(pair_conditions(embeddings, first, second)))
+
+    return score
+
+
+def scorers(args: object, device: str) -> dict[str, tuple[Scorer, float | None]]:
+    """Each model's scorer and shipped threshold (None: measured on speechocean762 in this run)."""
+    models: dict[str, tuple[Scorer, float | None]] = {}
     for label, folder in checkpoint_folders(args.checkpoint).items():
         encoder = common.load_checkpoint(folder, device)
-        models[label] = (partial(embed_arrays, encoder), encoder.threshold)
+        models[label] = (checkpoint_scorer(encoder), encoder.threshold)
     resemblyzer = common.import_peer("resemblyzer", "resemblyzer")
     if resemblyzer is not None:
         voice = resemblyzer.VoiceEncoder(device, verbose=False)
-        models["resemblyzer"] = (
-            lambda wavs: np.stack(
+
+        def score(wavs: list[np.ndarray], first: np.ndarray, second: np.ndarray) -> np.ndarray:
+            vectors = np.stack(
                 [voice.embed_utterance(resemblyzer.preprocess_wav(w, source_sr=SAMPLE_RATE)) for w in wavs]
-            ),
-            None,
-        )
+            )
+            return cosine(vectors, vectors)[first, second]
+
+        models["resemblyzer"] = (score, None)
     return models
 
 
@@ -123,19 +144,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.max_trials = args.max_trials or 200
     common.print_header(NAME, f"device: {device}")
-    models = embedders(args, device)
+    models = scorers(args, device)
     rows: list[Row] = []
     so = common.data_or_skip(args.data, "speechocean762")
     if so is not None:
         wavs, first, second, labels = speechocean(so, args.max_trials)
         common.note(f"speechocean762: {len(labels)} trials over {len(wavs)} files")
-        for model, (embed, threshold) in list(models.items()):
+        for model, (score, threshold) in list(models.items()):
             start = time.perf_counter()
-            vectors = embed(wavs)
-            scores = cosine(vectors, vectors)[first, second]
+            scores = score(wavs, first, second)
             if threshold is None:
                 threshold = compute_eer(scores, labels)[1]
-                models[model] = (embed, threshold)
+                models[model] = (score, threshold)
             rows.append(row("speechocean762", model, scores, labels, threshold))
             common.note(f"{model}: speechocean762 scored in {time.perf_counter() - start:.0f} s")
     ls = common.data_or_skip(args.data, "librispeech-251")
@@ -150,8 +170,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"{int(labels[tested].sum())} target and {int((1 - labels[tested]).sum())} non-target pairs "
                 f"of the {len(test & set(trials.speakers))} test-half speakers"
             )
-            for model, (embed, threshold) in models.items():
-                scores = trials.pair_scores(embed(trials.segments))
+            for model, (score, threshold) in models.items():
+                scores = score(trials.segments, *trials.pairs)
                 rows.append(row(f"librispeech {condition}", model, scores, labels, threshold, tested))
     if not rows:
         common.note("nothing was scored")

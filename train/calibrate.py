@@ -26,6 +26,8 @@ from speakerdemo.scoring import Calibration
 
 from .checkpoints import atomic_save_pretrained
 from .condition_trials import condition_trials, dev_test_split, held_out
+from .config import ConfigError
+from .data import DataError
 from .evaluate import embed_clips
 from .logs import setup_logging
 
@@ -46,6 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-far", type=float, default=MAX_FAR, help="false accepts allowed in every condition (default 0.05)"
     )
+    parser.add_argument("--max-speakers", type=int, help="only the first N dev speakers (a quick look)")
     parser.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--output", help="write the per-condition results as JSON here")
 
@@ -54,12 +57,14 @@ def run(args: argparse.Namespace) -> int:
     """Run ``calibrate``: per-condition results printed as JSON; the checkpoint rewritten atomically."""
     setup_logging(None)
     if not 0.0 < args.max_far < 1.0:
-        raise SystemExit(f"--max-far must lie between 0 and 1, got {args.max_far}.")
+        raise ConfigError(f"--max-far must lie between 0 and 1, got {args.max_far}.")
     encoder = SpeakerEncoder.from_pretrained(args.checkpoint, device=args.device)
     utts = held_out(args.recipe, args.corpus)
     dev, _ = dev_test_split([u.speaker for u in utts])
     scored = {}
-    for name, trials in condition_trials([u for u in utts if u.speaker in dev]).items():
+    conditions = condition_trials([u for u in utts if u.speaker in dev], args.max_speakers)
+    speakers = len({s for trials in conditions.values() for s in trials.speakers})
+    for name, trials in conditions.items():
         embeddings = embed_clips(encoder, [(SAMPLE_RATE, w) for w in trials.segments], desc=name)
         first, second = trials.pairs
         scored[name] = (
@@ -67,9 +72,15 @@ def run(args: argparse.Namespace) -> int:
             trials.labels,
             pair_conditions(embeddings, first, second),
         )
-    calibration = encoder.calibration = Calibration.across_conditions(
-        scored, WIDEBAND, args.max_far, trials=f"{len(dev)} {args.corpus.name} dev speakers, {len(scored)} conditions"
-    )
+    try:
+        calibration = encoder.calibration = Calibration.across_conditions(
+            scored,
+            WIDEBAND,
+            args.max_far,
+            trials=f"{speakers} {args.corpus.name} dev speakers, {len(scored)} conditions",
+        )
+    except ValueError as err:
+        raise DataError(f"Too few dev trials to calibrate on ({speakers} speakers): {err}") from None
     results = {
         "checkpoint": str(args.checkpoint),
         "threshold": calibration.threshold,
