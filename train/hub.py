@@ -27,6 +27,7 @@ from safetensors import SafetensorError, safe_open
 from speakerdemo.atomic import atomic_write_text
 from speakerdemo.encoder import CONFIG_FILE, HUB_LIBRARY, HUB_LICENSE, HUB_TAGS, WEIGHTS_FILE
 from speakerdemo.features import FrontEndConfig
+from speakerdemo.scoring import EER_RULE
 
 CARD_FILE = "README.md"
 UPLOADED = [CONFIG_FILE, WEIGHTS_FILE, CARD_FILE]
@@ -215,10 +216,17 @@ def architecture_section(config: dict, counts: dict[str, int]) -> str:
         )
     calibration = config.get("calibration")
     if calibration:
+        rule = calibration.get("rule") or EER_RULE
         lines.append(
-            f"- **Decision threshold**: {calibration['threshold']:.4f}, the EER threshold on "
-            f"{calibration.get('trials') or 'a trial list'} (EER {100 * calibration['eer']:.2f} %)."
+            f"- **Decision threshold**: {calibration['threshold']:.4f}, {rule}, on "
+            f"{calibration.get('trials') or 'a trial list'} (pooled EER {100 * calibration['eer']:.2f} %)."
         )
+        shifts = {kind: v for kind, v in (calibration.get("shifts") or {}).items() if v}
+        if shifts:
+            lines.append(
+                "- **Score shifts** (subtracted from the cosine of a pair of that kind of clip before it meets "
+                "the threshold): " + ", ".join(f"{kind} {v:+.3f}" for kind, v in sorted(shifts.items())) + "."
+            )
     return "\n".join(lines)
 
 
@@ -305,8 +313,9 @@ sole evidence in forensic or access-control decisions.
 
 Accuracy drops on short clips (under about 2 seconds of speech), noisy or reverberant recordings,
 channels, languages and ages unlike the training data, and for speakers under-represented in it.
-The decision threshold holds for the trial list it was measured on; recalibrate it
-(`python -m train evaluate --calibrate`) on data like your own before relying on it."""
+The decision threshold holds for the trials it was measured on; recalibrate it
+(`python -m train calibrate`, or `python -m train evaluate --calibrate` on a trial list) on data
+like your own before relying on it."""
 
 
 def usage_section(source: str) -> str:
