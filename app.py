@@ -17,6 +17,7 @@ import gradio as gr
 
 from speakerdemo.app_state import Models, SharedGallery, available_checkpoints
 from speakerdemo.audio import MAX_SECONDS
+from speakerdemo.encoder import BACKENDS
 from speakerdemo.ui import MAX_UPLOAD_MB, Demo, build_demo
 
 CHECKPOINTS = Path(__file__).parent / "checkpoints"
@@ -54,6 +55,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--share", action="store_true", help="create a public gradio.live link")
     parser.add_argument("--gallery", type=Path, help="persistent gallery file shared by all sessions")
     parser.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="auto",
+        help="what runs the encoder on the CPU: ONNX Runtime when the checkpoint has model.onnx (auto), or torch",
+    )
     parser.add_argument("--max-seconds", type=float, default=MAX_SECONDS, help="longest clip accepted")
     return parser.parse_args()
 
@@ -66,7 +73,9 @@ def main() -> None:
     # A folder of checkpoints/ given as a path is that checkpoint, not a second dropdown entry.
     model = args.model if args.model in checkpoints else by_folder.get(str(Path(args.model).resolve()), args.model)
     demo = Demo(
-        Models(model, checkpoints, args.device), SharedGallery(args.gallery) if args.gallery else None, args.max_seconds
+        Models(model, checkpoints, args.device, args.backend),
+        SharedGallery(args.gallery) if args.gallery else None,
+        args.max_seconds,
     )
     blocks = build_demo(demo)
     blocks.queue(default_concurrency_limit=QUEUE_CONCURRENCY, max_size=64)

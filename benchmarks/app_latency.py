@@ -37,6 +37,7 @@ import soundfile as sf
 
 from benchmarks import common
 from speakerdemo.audio import SAMPLE_RATE
+from speakerdemo.encoder import BACKENDS
 
 NAME = "app_latency"
 START_TIMEOUT = 180.0  # seconds for the app to import gradio and torch and load the model
@@ -50,6 +51,7 @@ class Phase:
 
     api: str
     clients: int
+    backend: str = "auto"
     latencies: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     wall: float = 0.0
@@ -73,7 +75,7 @@ def _die_with_parent() -> None:
         pass
 
 
-def start_app(checkpoint: Path, port: int, log: Any) -> subprocess.Popen:
+def start_app(checkpoint: Path, port: int, log: Any, backend: str = "auto") -> subprocess.Popen:
     """``app.py`` in a new process group, so that stopping it also stops anything it started.
 
     It is tied to this process' life as well: a smoke test that kills the benchmark at its
@@ -92,6 +94,8 @@ def start_app(checkpoint: Path, port: int, log: Any) -> subprocess.Popen:
             str(port),
             "--device",
             "cpu",
+            "--backend",
+            backend,
         ],
         cwd=common.REPO_ROOT,
         env=env,
@@ -228,6 +232,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=8, help="requests per client per endpoint")
     parser.add_argument("--seconds", type=float, default=5.0, help="clip length")
     parser.add_argument("--budget", type=float, default=210.0, help="seconds of requests at most, all levels")
+    parser.add_argument(
+        "--backends", nargs="+", default=["auto"], choices=BACKENDS, help="app.py --backend of each run, in order"
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.clients, args.requests, args.budget = [1, 2], 2, 10.0
@@ -238,26 +245,30 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not (args.checkpoint / "config.json").is_file():
         sys.exit(f"error: no checkpoint at {args.checkpoint} (train one, or pass --checkpoint FOLDER)")
+    phases: list[Phase] = []
     with tempfile.TemporaryDirectory(prefix="speakerdemo-bench-") as tmp:
         folder = Path(tmp)
         clips = write_clips(corpus, folder, args.seconds)
-        port = free_port()
-        url = f"http://127.0.0.1:{port}/"
-        log_path = folder / "app.log"
-        with open(log_path, "w") as log:
-            app = start_app(args.checkpoint, port, log)
-            try:
-                common.note(
-                    f"app.py answered after {wait_ready(url, app, log_path):.1f} s; "
-                    f"{args.seconds:g}-s clips, {args.requests} requests per client, budget {args.budget:g} s"
-                )
-                phases = measure(url, clips, args.clients, args.requests, args.budget, folder)
-            finally:
-                stop_app(app)
+        for backend in args.backends:  # one app after the other: side by side in one run
+            port = free_port()
+            url = f"http://127.0.0.1:{port}/"
+            log_path = folder / f"app-{backend}.log"
+            with open(log_path, "w") as log:
+                app = start_app(args.checkpoint, port, log, backend)
+                try:
+                    common.note(
+                        f"app.py --backend {backend} answered after {wait_ready(url, app, log_path):.1f} s; "
+                        f"{args.seconds:g}-s clips, {args.requests} requests per client, budget {args.budget:g} s"
+                    )
+                    measured = measure(url, clips, args.clients, args.requests, args.budget, folder)
+                finally:
+                    stop_app(app)
+            phases += [Phase(p.api, p.clients, backend, p.latencies, p.errors, p.wall) for p in measured]
     common.print_table(
-        ["endpoint", "clients", "requests", "failed", "p50 ms", "p95 ms", "requests/s"],
+        ["backend", "endpoint", "clients", "requests", "failed", "p50 ms", "p95 ms", "requests/s"],
         [
             [
+                p.backend,
                 p.api,
                 p.clients,
                 len(p.latencies),
@@ -272,17 +283,33 @@ def main(argv: list[str] | None = None) -> int:
     for p in phases:
         for error in sorted(set(p.errors))[:3]:
             common.note(f"{p.api} x{p.clients} failed: {error}")
-    single = next((p for p in phases if p.api == "verify" and p.clients == 1), None)
-    if single is not None:
+    for single in (p for p in phases if p.api == "verify" and p.clients == 1):
         common.note(
-            f"verify p50 at 1 client: {common.fmt(_ms(single.percentile(50)), 0)} ms (target <= 300 ms on 2 cores)"
+            f"--backend {single.backend}: verify p50 at 1 client: {common.fmt(_ms(single.percentile(50)), 0)} ms "
+            "(target <= 300 ms on 2 cores)"
         )
-    fewest = {p.api: p.percentile(50) for p in phases if p.clients == min(args.clients)}
+    fewest = {(p.backend, p.api): p.percentile(50) for p in phases if p.clients == min(args.clients)}
     print(f"\np50 relative to {min(args.clients)} client(s) (how latency grows with load):")
     common.print_table(
-        ["endpoint", "clients", "p50 common.ratio"],
-        [[p.api, p.clients, common.ratio(p.percentile(50), fewest.get(p.api))] for p in phases if p.api != "enroll"],
+        ["backend", "endpoint", "clients", "p50 ratio"],
+        [
+            [p.backend, p.api, p.clients, common.ratio(p.percentile(50), fewest.get((p.backend, p.api)))]
+            for p in phases
+            if p.api != "enroll"
+        ],
     )
+    first = args.backends[0]
+    if len(args.backends) > 1:
+        print(f"\np50 relative to --backend {first} (same endpoint and clients):")
+        base = {(p.api, p.clients): p.percentile(50) for p in phases if p.backend == first}
+        common.print_table(
+            ["backend", "endpoint", "clients", "p50 ratio"],
+            [
+                [p.backend, p.api, p.clients, common.ratio(p.percentile(50), base.get((p.api, p.clients)))]
+                for p in phases
+                if p.backend != first
+            ],
+        )
     return 1 if any(p.errors for p in phases) else 0
 
 

@@ -109,14 +109,14 @@ def set_threads(threads: int) -> None:
 
 
 # ----------------------------------------------------------------------------- checkpoints and data
-def load_checkpoint(path: Path, device: str = "cpu") -> Any:
+def load_checkpoint(path: Path, device: str = "cpu", backend: str = "auto") -> Any:
     """A SpeakerEncoder, or exit 2 with the reason (a missing default checkpoint is a setup error)."""
     from speakerdemo.encoder import CheckpointError, SpeakerEncoder
 
     if not (path / "config.json").is_file():
         sys.exit(f"error: no checkpoint at {path} (train one, or pass --checkpoint FOLDER)")
     try:
-        return SpeakerEncoder.from_pretrained(path, device=device)
+        return SpeakerEncoder.from_pretrained(path, device=device, backend=backend)
     except CheckpointError as err:
         sys.exit(f"error: {err}")
 

@@ -3,16 +3,19 @@
 Answers two questions on the same real-speech clips (LibriSpeech, 16 kHz) in one run:
 
 1. Is embedding a clip with our pipeline at least as fast as Resemblyzer's, end to end?
-   ``ours embed`` times ``SpeakerEncoder.embed`` (batched: ``embed_batch``) from a float array:
-   input checks, VAD, log-mel, the encoder over speech frames, pooling of windows.
+   ``ours embed torch`` times ``SpeakerEncoder.embed`` (batched: ``embed_batch``) from a float
+   array: input checks, VAD, log-mel, the encoder over speech frames, pooling of windows;
+   ``ours embed onnx`` the same with the encoder network in ONNX Runtime (the checkpoint's
+   ``model.onnx``; the app's default path when the file is there and onnxruntime is installed).
    ``resemblyzer`` times ``preprocess_wav`` (volume normalisation, webrtcvad silence trimming)
    plus ``VoiceEncoder.embed_utterance`` (mel, LSTM over 1.6-s partials); it has no batch API,
    so a "batch" is its clips one after another.
 2. Is our ECAPA-TDNN no slower than SpeechBrain's at the same width? ``ours forward`` and
    ``speechbrain forward`` time the model's forward alone on the same features (our front end's
    mean-normalised 80-d log-mel of every frame, computed once, untimed); SpeechBrain's model is
-   untrained, built at the checkpoint's channels and embedding size. ``ours front end`` times
-   the log-mel step that both forwards would need, for context.
+   untrained, built at the checkpoint's channels and embedding size. ``ours forward onnx`` is the
+   same forward in ONNX Runtime. ``ours front end`` times the log-mel step that every forward
+   would need, for context.
 
 RTF = processing seconds / audio seconds (lower is faster). Repeats of all methods are taken in
 turn, so the ratios are not biased by when each ran. Memory: peak RSS growth of one call (torch
@@ -24,6 +27,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -31,14 +35,17 @@ import torch
 
 from benchmarks import common
 from speakerdemo.audio import SAMPLE_RATE
+from speakerdemo.onnx_runtime import ONNX_FILE, onnx_runtime_available
 
 NAME = "embed_speed_cpu"
 TIMED = {
-    "ours embed": "SpeakerEncoder.embed (batch: embed_batch) from a float array: checks, VAD, log-mel, "
-    "encoder over speech frames, pooling of windows",
+    "ours embed torch": "SpeakerEncoder.embed (batch: embed_batch) from a float array: checks, VAD, log-mel, "
+    "encoder over speech frames, pooling of windows; the encoder network in torch",
+    "ours embed onnx": "the same, the encoder network in ONNX Runtime (backend='onnx')",
     "resemblyzer": f"preprocess_wav(wav, source_sr={SAMPLE_RATE}) + VoiceEncoder.embed_utterance, clip by clip",
     "ours front end": "our FrontEnd alone: log-mel + mean normalisation of every frame",
     "ours forward": "the checkpoint's ECAPA-TDNN forward alone, on the front end's features (all frames)",
+    "ours forward onnx": "the same forward in ONNX Runtime",
     "speechbrain forward": "SpeechBrain ECAPA_TDNN forward alone (untrained, same width), on the same features",
 }
 
@@ -60,14 +67,18 @@ class Cell:
 
 
 def methods(
-    encoder: Any, voice: Any, resemblyzer: Any, speechbrain: Any, clips: list[np.ndarray]
+    encoders: dict[str, Any], voice: Any, resemblyzer: Any, speechbrain: Any, clips: list[np.ndarray]
 ) -> dict[str, Callable[[], Any]]:
-    """The calls to time on these clips, by method name (peers absent when not installed)."""
+    """The calls to time on these clips, by method name (peers and ONNX absent when not there).
+
+    ``encoders`` maps a backend ("torch", "onnx") to the checkpoint loaded with it."""
     fns: dict[str, Callable[[], Any]] = {}
-    if len(clips) == 1:
-        fns["ours embed"] = lambda: encoder.embed(clips[0], SAMPLE_RATE)
-    else:
-        fns["ours embed"] = lambda: encoder.embed_batch([(SAMPLE_RATE, c) for c in clips])
+    for backend, encoder in encoders.items():
+        if len(clips) == 1:
+            fns[f"ours embed {backend}"] = partial(encoder.embed, clips[0], SAMPLE_RATE)
+        else:
+            fns[f"ours embed {backend}"] = partial(encoder.embed_batch, [(SAMPLE_RATE, c) for c in clips])
+    encoder = encoders["torch"]
     if voice is not None:
         fns["resemblyzer"] = lambda: [
             voice.embed_utterance(resemblyzer.preprocess_wav(c, source_sr=SAMPLE_RATE)) for c in clips
@@ -86,6 +97,8 @@ def methods(
             return encoder.model(feats, mask)
 
     fns["ours forward"] = ours_forward
+    if "onnx" in encoders:
+        fns["ours forward onnx"] = partial(encoders["onnx"].onnx, feats, mask)
     if speechbrain is not None:
 
         def speechbrain_forward() -> Any:
@@ -110,7 +123,15 @@ def main(argv: list[str] | None = None) -> int:
     corpus = common.data_or_skip(args.data, "librispeech-251")
     if corpus is None:
         return 0
-    encoder = common.load_checkpoint(args.checkpoint, "cpu")
+    encoder = common.load_checkpoint(args.checkpoint, "cpu", backend="torch")
+    encoders = {"torch": encoder}
+    if not onnx_runtime_available():
+        common.note("SKIPPED onnx rows: onnxruntime is not installed")
+    elif not (args.checkpoint / ONNX_FILE).is_file():
+        common.note(f"SKIPPED onnx rows: {args.checkpoint} has no {ONNX_FILE} (python -m train export)")
+    else:
+        encoders["onnx"] = common.load_checkpoint(args.checkpoint, "cpu", backend="onnx")
+    default = "onnx" if "onnx" in encoders else "torch"  # what the app runs (backend="auto")
     width = common.ecapa_width(encoder)
     resemblyzer = common.import_peer("resemblyzer", "resemblyzer")
     voice = resemblyzer.VoiceEncoder("cpu", verbose=False) if resemblyzer else None
@@ -135,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     for seconds in args.seconds:
         batch = common.speech_clips(corpus, seconds, args.batch)
         for clips in ([batch[0]], batch):
-            fns = methods(encoder, voice, resemblyzer, speechbrain, clips)
+            fns = methods(encoders, voice, resemblyzer, speechbrain, clips)
             timings = common.time_interleaved(fns, args.repeats, args.warmup)
             for name, fn in fns.items():
                 cells.append(
@@ -168,12 +189,20 @@ def main(argv: list[str] | None = None) -> int:
                 [
                     common.fmt(seconds, 0),
                     clips,
-                    common.ratio(rtf.get("ours embed"), rtf.get("resemblyzer")),
+                    common.ratio(rtf.get(f"ours embed {default}"), rtf.get("resemblyzer")),
+                    common.ratio(rtf.get("ours embed onnx"), rtf.get("ours embed torch")),
                     common.ratio(rtf.get("ours forward"), rtf.get("speechbrain forward")),
                 ]
             )
     common.print_table(
-        ["clip s", "clips", "ours embed / resemblyzer", "ours forward / speechbrain forward"], ratio_rows
+        [
+            "clip s",
+            "clips",
+            f"ours embed ({default}, the app's path) / resemblyzer",
+            "ours embed onnx / torch",
+            "ours forward / speechbrain forward",
+        ],
+        ratio_rows,
     )
     return 0
 

@@ -46,8 +46,9 @@ class Models:
     cannot be loaded (its CheckpointError message says why).
     """
 
-    def __init__(self, default: str, choices: dict[str, str], device: str | None = None) -> None:
+    def __init__(self, default: str, choices: dict[str, str], device: str | None = None, backend: str = "auto") -> None:
         self.device = device
+        self.backend = backend
         self.default = default
         self.choices = dict(choices)
         if default not in self.choices:
@@ -64,7 +65,9 @@ class Models:
         with self._lock:
             if name not in self._loaded:
                 try:
-                    self._loaded[name] = SpeakerEncoder.from_pretrained(self.choices[name], device=self.device)
+                    self._loaded[name] = SpeakerEncoder.from_pretrained(
+                        self.choices[name], device=self.device, backend=self.backend
+                    )
                 except CheckpointError as err:
                     raise gr.Error(str(err)) from None
             return self._loaded[name]

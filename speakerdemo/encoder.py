@@ -18,6 +18,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
 
+from .atomic import atomic_write_bytes
 from .audio import (
     HOP_SECONDS,
     MAX_SECONDS,
@@ -33,11 +34,13 @@ from .audio import (
 from .features import FrontEnd, FrontEndConfig, pad_frames
 from .losses import build_head
 from .models import build_encoder
+from .onnx_runtime import ONNX_FILE, OnnxError, OnnxNetwork, onnx_runtime_available
 from .scoring import Calibration, cosine
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 DEFAULT_THRESHOLD = 0.5
+BACKENDS = ("auto", "torch", "onnx")
 SPEED_MARK = "@"  # class "spk@0.9": speaker "spk" at speed 0.9 (see train/prepare.py)
 SPEECH_COLLAR_SECONDS = 0.3  # context kept around detected speech (see with_collar)
 HUB_TAGS = ("speaker-verification", "speaker-identification", "speaker-embedding", "audio")
@@ -151,6 +154,7 @@ class SpeakerEncoder(
         classes: list[str] | None = None,
         calibration: dict | None = None,
         window_seconds: float = 20.0,
+        onnx: dict | None = None,
     ) -> None:
         super().__init__()
         self.frontend = FrontEnd(FrontEndConfig(**(frontend or {})))
@@ -165,6 +169,8 @@ class SpeakerEncoder(
             self.head = build_head(embed_dim=self.model.embed_dim, n_classes=len(self.classes), **self.head_config)
         self.calibration = Calibration.from_dict(calibration) if calibration else None
         self.window_seconds = float(window_seconds)
+        self.onnx_config = dict(onnx) if onnx else None
+        self.onnx: OnnxNetwork | None = None  # the exported network, when from_pretrained loaded it
 
     # ----------------------------------------------------------------- checkpoints
     def config(self) -> dict[str, Any]:
@@ -176,11 +182,16 @@ class SpeakerEncoder(
             "classes": self.classes,
             "calibration": self.calibration.to_dict() if self.calibration else None,
             "window_seconds": self.window_seconds,
+            "onnx": self.onnx_config if self.onnx is not None else None,
         }
 
     def save_pretrained(self, save_directory: str | Path, **kwargs: Any) -> str | None:
-        """Write config.json (with the *current* calibration) and model.safetensors."""
-        return super().save_pretrained(save_directory, config=self.config(), **kwargs)
+        """Write config.json (with the *current* calibration) and model.safetensors, and the
+        exported network when one was loaded with the checkpoint (config.json names it only then)."""
+        result = super().save_pretrained(save_directory, config=self.config(), **kwargs)
+        if self.onnx is not None:
+            atomic_write_bytes(Path(save_directory) / self.onnx_config.get("file", ONNX_FILE), self.onnx.model_bytes)
+        return result
 
     @classmethod
     def from_pretrained(
@@ -188,9 +199,18 @@ class SpeakerEncoder(
         pretrained_model_name_or_path: str | Path,
         *,
         device: str | torch.device | None = None,
+        backend: str = "auto",
         **kwargs: Any,
     ) -> SpeakerEncoder:
-        """Load a local checkpoint folder or a Hub repo id; ``device`` defaults to CUDA if present."""
+        """Load a local checkpoint folder or a Hub repo id; ``device`` defaults to CUDA if present.
+
+        ``backend`` picks what runs the encoder network on the CPU: ``"onnx"`` the checkpoint's
+        exported ``model.onnx`` in ONNX Runtime, ``"torch"`` the PyTorch module, ``"auto"`` ONNX
+        when the checkpoint has the file and onnxruntime is installed. CUDA always runs torch. A
+        damaged ``model.onnx`` is a CheckpointError unless ``backend="torch"``.
+        """
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}.")
         source = Path(pretrained_model_name_or_path)
         if source.is_dir() and not (source / CONFIG_FILE).is_file():
             raise CheckpointError(f"{source} has no {CONFIG_FILE}: not a speakerdemo checkpoint.")
@@ -205,7 +225,49 @@ class SpeakerEncoder(
         except (TypeError, ValueError, AttributeError, KeyError, RuntimeError) as err:
             # config.json is untrusted input: not JSON, not UTF-8, not an object, unknown names, bad sizes.
             raise CheckpointError(f"{source}/{CONFIG_FILE} does not describe a speakerdemo model: {err}") from err
-        return model.to(resolve_device(device)).eval()
+        model = model.to(resolve_device(device)).eval()
+        if backend != "torch" and model.device.type == "cpu":
+            model.onnx = model._load_onnx(pretrained_model_name_or_path, required=backend == "onnx", **kwargs)
+        return model
+
+    def _load_onnx(self, source: str | Path, required: bool, **kwargs: Any) -> OnnxNetwork | None:
+        """The exported network named by config.json, or None where there is none (or no
+        onnxruntime) and it is not ``required``."""
+        if not self.onnx_config:
+            if required:
+                raise CheckpointError(f"{source} has no exported ONNX model: run `python -m train export` on it.")
+            return None
+        if not onnx_runtime_available():
+            if required:
+                raise CheckpointError("backend='onnx' needs onnxruntime (pip install onnxruntime).")
+            return None
+        name = str(self.onnx_config.get("file", ONNX_FILE))
+        if Path(name).name != name:
+            raise CheckpointError(f"config.json names the ONNX file {name!r}: a file name inside the checkpoint.")
+        if Path(source).is_dir():
+            path = Path(source) / name
+        else:
+            options = {k: kwargs[k] for k in ("revision", "cache_dir", "force_download", "token") if k in kwargs}
+            try:
+                path = Path(hf_hub_download(str(source), name, **options))
+            except OSError as err:
+                raise CheckpointError(f"Could not fetch {name} of {source!r}: {err}") from err
+        if not path.is_file():
+            raise CheckpointError(f"{path} is missing, but config.json names it.")
+        try:
+            return OnnxNetwork(path)
+        except OnnxError as err:
+            raise CheckpointError(str(err)) from err
+
+    def use_onnx(self, network: OnnxNetwork, entry: dict) -> None:
+        """Run the encoder network with ``network`` on the CPU from now on (``python -m train
+        export`` after exporting); ``entry`` is config.json's description of the file."""
+        self.onnx, self.onnx_config = network, dict(entry)
+
+    @property
+    def backend(self) -> str:
+        """What runs the encoder network now: ``"onnx"`` (ONNX Runtime, CPU) or ``"torch"``."""
+        return "onnx" if self.onnx is not None and self.device.type == "cpu" else "torch"
 
     @classmethod
     def _from_pretrained(
@@ -397,7 +459,7 @@ class SpeakerEncoder(
         feats, mask = pad_frames(windows)
         use_amp = self.device.type == "cuda"
         with torch.inference_mode(), torch.autocast(self.device.type, torch.bfloat16, enabled=use_amp):
-            out = self.model(feats, mask)
+            out = self.onnx(feats, mask) if self.backend == "onnx" else self.model(feats, mask)
             logits = self.head.logits(out.embedding) if class_logits and self.head is not None else None
         embeddings = out.embedding.float().cpu().numpy()
         weights = out.weights.float().cpu().numpy()

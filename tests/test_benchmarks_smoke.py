@@ -51,7 +51,7 @@ def run(script: str, *args: str) -> str:
 def test_embed_speed_cpu(checkpoint: Path) -> None:
     out = run("embed_speed_cpu", "--checkpoint", str(checkpoint), "--threads", "1")
     if HAS_DATA:
-        assert "ours embed / resemblyzer" in out and "| ours forward " in out
+        assert "the app's path) / resemblyzer" in out and "| ours forward " in out and "| ours embed torch " in out
     else:
         assert "SKIPPED" in out
 

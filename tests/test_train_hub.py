@@ -188,6 +188,13 @@ def test_push_uploads_weights_config_and_card(checkpoint: Path, hub: list[dict])
     assert 'from_pretrained("me/ecapa")' in upload["card"]
 
 
+def test_push_uploads_the_exported_network_config_names(checkpoint: Path, hub: list[dict]) -> None:
+    config = json.loads((checkpoint / "config.json").read_text())
+    (checkpoint / "config.json").write_text(json.dumps({**config, "onnx": {"file": "model.onnx"}}))
+    push(checkpoint, "me/ecapa", token="hf_argument")
+    assert hub[1]["allow_patterns"] == ["config.json", "model.safetensors", "README.md", "model.onnx"]
+
+
 def test_push_keeps_a_card_written_before(checkpoint: Path, hub: list[dict]) -> None:
     card = write_model_card(
         checkpoint, metrics=METRICS, command=None, data=DATA, extra_sections="## Hand-written notes\n"

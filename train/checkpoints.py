@@ -107,7 +107,7 @@ def init_from_checkpoint(encoder: SpeakerEncoder, folder: Path) -> None:
     checkpoint's: a mismatch is refused, not silently half-loaded.
     """
     try:
-        source = SpeakerEncoder.from_pretrained(folder, device="cpu")
+        source = SpeakerEncoder.from_pretrained(folder, device="cpu", backend="torch")
     except CheckpointError as err:
         raise StateError(f"train.init_from: {err}") from err
     if source.frontend.config != encoder.frontend.config or source.encoder_config != encoder.encoder_config:

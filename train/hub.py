@@ -361,13 +361,15 @@ def push(
     private: bool = False,
     commit_message: str = DEFAULT_COMMIT_MESSAGE,
 ) -> str:
-    """Create (or reuse) the model repo and upload config.json, model.safetensors and README.md.
+    """Create (or reuse) the model repo and upload config.json, model.safetensors and README.md,
+    and the exported ONNX network when config.json names one (``python -m train export``).
 
     The folder is checked, and a card generated if it has none, before any request is made; the
     token is the argument, else HF_TOKEN, else the ``hf auth login`` cache. Returns the commit URL.
     """
     checkpoint_dir = Path(checkpoint_dir)
-    read_config(checkpoint_dir)
+    onnx = read_config(checkpoint_dir).get("onnx")
+    uploaded = [*UPLOADED, onnx["file"]] if onnx else list(UPLOADED)
     check_repo_id(repo_id)
     if not has_real_card(checkpoint_dir):
         write_model_card(checkpoint_dir, repo_id=repo_id)
@@ -382,7 +384,7 @@ def push(
             repo_id=repo_id,
             repo_type="model",
             commit_message=commit_message,
-            allow_patterns=UPLOADED,
+            allow_patterns=uploaded,
         )
     except HUB_ERRORS as err:
         raise HubError(f"Could not push {checkpoint_dir} to {repo_id}: {err}") from err
@@ -394,8 +396,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of the ``push`` sub-command."""
     parser.description = (
         "Write a model card (README.md) for a checkpoint folder from its config.json and weights plus the "
-        "options below, then upload config.json, model.safetensors and README.md to a Hub model repo "
-        "(created if needed). The card is regenerated on every call: put hand-written sections in --extra."
+        "options below, then upload config.json, model.safetensors and README.md (and model.onnx after "
+        "`python -m train export`) to a Hub model repo (created if needed). The card is regenerated on "
+        "every call: put hand-written sections in --extra."
     )
     parser.add_argument(
         "checkpoint_dir",

@@ -1,0 +1,161 @@
+"""The ONNX path: ``python -m train export`` and ``SpeakerEncoder(backend=...)`` on ONNX Runtime.
+
+The shipped checkpoint carries its exported network (``checkpoints/*/model.onnx``); a tiny
+checkpoint exported here covers the command, damage and round trips.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import DEFAULT_CHECKPOINT, voiced
+from train_helpers import logging_restored
+
+from speakerdemo.app_state import Models
+from speakerdemo.audio import SAMPLE_RATE
+from speakerdemo.encoder import CheckpointError, SpeakerEncoder
+from speakerdemo.features import pad_frames
+from speakerdemo.onnx_runtime import ONNX_FILE
+from speakerdemo.scoring import cosine
+from train.__main__ import main
+
+pytest.importorskip("onnxruntime", reason="onnxruntime is not installed: the ONNX path is optional")
+MIN_COSINE = 0.9999
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    with logging_restored():
+        yield
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_checkpoint) -> Path:
+    """A tiny checkpoint after ``python -m train export``."""
+    folder = tiny_checkpoint()
+    with logging_restored():
+        assert main(["export", str(folder)]) == 0
+    return folder
+
+
+def clips() -> list[tuple[int, np.ndarray]]:
+    return [
+        (SAMPLE_RATE, voiced(seconds, f0=f0, noise=0.02, seed=i))
+        for i, (seconds, f0) in enumerate([(2.5, 110), (7.0, 190)])
+    ]
+
+
+def assert_same_embeddings(torch_encoder: SpeakerEncoder, onnx_encoder: SpeakerEncoder, audio: list) -> None:
+    assert torch_encoder.backend == "torch" and onnx_encoder.backend == "onnx"
+    for ours, theirs in zip(torch_encoder.embed_batch(audio), onnx_encoder.embed_batch(audio)):
+        assert float(cosine(ours.vector, theirs.vector)) >= MIN_COSINE
+        np.testing.assert_allclose(theirs.attention, ours.attention, atol=1e-5)
+        np.testing.assert_array_equal(theirs.speech_mask, ours.speech_mask)
+        np.testing.assert_array_equal(theirs.mel, ours.mel)  # one front end for both backends
+
+
+def test_export_names_the_file_and_auto_loads_it(exported: Path):
+    config = json.loads((exported / "config.json").read_text())
+    assert config["onnx"] == {
+        "file": ONNX_FILE,
+        "inputs": ["feats", "mask"],
+        "outputs": ["embedding", "weights"],
+        "opset": 17,
+    }
+    assert (exported / ONNX_FILE).is_file()
+    assert SpeakerEncoder.from_pretrained(exported, device="cpu").backend == "onnx"
+    assert SpeakerEncoder.from_pretrained(exported, device="cpu", backend="onnx").backend == "onnx"
+    assert_same_embeddings(
+        SpeakerEncoder.from_pretrained(exported, device="cpu", backend="torch"),
+        SpeakerEncoder.from_pretrained(exported, device="cpu"),
+        clips(),
+    )
+
+
+def test_padding_does_not_change_an_onnx_embedding(exported: Path):
+    encoder = SpeakerEncoder.from_pretrained(exported, device="cpu")
+    generator = torch.Generator().manual_seed(0)
+    short, long = torch.randn(90, 80, generator=generator), torch.randn(400, 80, generator=generator)
+    together = encoder.onnx(*pad_frames([short, long]))
+    alone = encoder.onnx(*pad_frames([short]))
+    np.testing.assert_allclose(together.embedding[0].numpy(), alone.embedding[0].numpy(), atol=1e-5)
+    np.testing.assert_allclose(together.weights[0, :90].numpy(), alone.weights[0].numpy(), atol=1e-6)
+    assert float(together.weights[0, 90:].abs().max()) == 0.0
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "empty", "missing"])
+def test_a_damaged_onnx_file_is_a_checkpoint_error_and_torch_still_works(exported: Path, tmp_path: Path, damage: str):
+    folder = tmp_path / "damaged"
+    shutil.copytree(exported, folder)
+    path = folder / ONNX_FILE
+    if damage == "truncated":
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    elif damage == "garbage":
+        path.write_bytes(b"\x08\x07not a protobuf" * 100)
+    elif damage == "empty":
+        path.write_bytes(b"")
+    else:
+        path.unlink()
+    for backend in ("auto", "onnx"):
+        with pytest.raises(CheckpointError, match=ONNX_FILE):
+            SpeakerEncoder.from_pretrained(folder, device="cpu", backend=backend)
+    encoder = SpeakerEncoder.from_pretrained(folder, device="cpu", backend="torch")
+    assert encoder.backend == "torch" and np.isfinite(encoder.embed(clips()[0]).vector).all()
+
+
+def test_backend_choices(tiny_checkpoint, exported: Path):
+    plain = tiny_checkpoint()
+    assert SpeakerEncoder.from_pretrained(plain, device="cpu").backend == "torch"  # nothing exported: torch
+    with pytest.raises(CheckpointError, match="python -m train export"):
+        SpeakerEncoder.from_pretrained(plain, device="cpu", backend="onnx")
+    with pytest.raises(ValueError, match="backend must be one of"):
+        SpeakerEncoder.from_pretrained(exported, device="cpu", backend="tensorrt")
+    config = json.loads((exported / "config.json").read_text())
+    config["onnx"]["file"] = "../elsewhere.onnx"
+    sneaky = plain.parent / "sneaky"
+    shutil.copytree(exported, sneaky)
+    (sneaky / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="a file name inside the checkpoint"):
+        SpeakerEncoder.from_pretrained(sneaky, device="cpu")
+
+
+def test_saving_keeps_the_network_only_when_it_was_loaded(exported: Path, tmp_path: Path):
+    with_onnx = SpeakerEncoder.from_pretrained(exported, device="cpu")
+    with_onnx.save_pretrained(tmp_path / "a")
+    assert (tmp_path / "a" / ONNX_FILE).read_bytes() == (exported / ONNX_FILE).read_bytes()
+    assert SpeakerEncoder.from_pretrained(tmp_path / "a", device="cpu").backend == "onnx"
+    SpeakerEncoder.from_pretrained(exported, device="cpu", backend="torch").save_pretrained(tmp_path / "b")
+    assert not (tmp_path / "b" / ONNX_FILE).exists()
+    assert json.loads((tmp_path / "b" / "config.json").read_text())["onnx"] is None
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_cuda_runs_torch(exported: Path):
+    assert SpeakerEncoder.from_pretrained(exported, device="cuda").backend == "torch"
+
+
+# ---------------------------------------------------------------------- the shipped checkpoint
+@pytest.fixture(scope="module")
+def shipped() -> Path:
+    if not (DEFAULT_CHECKPOINT / ONNX_FILE).is_file():
+        pytest.skip(f"{DEFAULT_CHECKPOINT} has no {ONNX_FILE}")
+    return DEFAULT_CHECKPOINT
+
+
+def test_the_shipped_onnx_network_embeds_real_clips_as_torch_does(shipped: Path, speech_clips):
+    audio = [str(path) for paths in speech_clips.values() for path in paths[:2]]
+    assert_same_embeddings(
+        SpeakerEncoder.from_pretrained(shipped, device="cpu", backend="torch"),
+        SpeakerEncoder.from_pretrained(shipped, device="cpu"),
+        audio,
+    )
+
+
+def test_the_app_picks_the_onnx_network_up(shipped: Path):
+    assert Models(str(shipped), {}, device="cpu").get(None).backend == "onnx"
