@@ -213,6 +213,7 @@ class Calibration:
         max_far: float,
         trials: str,
         min_nontargets: int = 100,
+        binding: Sequence[str] | None = None,
     ) -> Calibration:
         """A threshold and a score shift per kind of clip, so that every condition accepts at most
         ``max_far`` of its different-speaker pairs, as the app sees them.
@@ -223,8 +224,10 @@ class Calibration:
         lowest at which, in every condition, that kind's pairs keep to ``max_far`` (a condition
         with fewer than ``min_nontargets`` non-target pairs of a kind does not vote); the
         ``reference`` kind's is the threshold, and every other kind's shift is its threshold less
-        the reference's. Strangers on a phone line score closer than in clean speech, so without
-        the shift one threshold either lets them through or rejects most clean same-speaker pairs.
+        the reference's. Only the ``binding`` conditions vote (all by default); the others are
+        measured and kept all the same, so that the app can say what the threshold does there.
+        Strangers on a phone line score closer than in clean speech, so without the shift one
+        threshold either lets them through or rejects most clean same-speaker pairs.
         The curves are those of all conditions pooled, after the shift; each condition keeps its
         own under ``conditions``.
         """
@@ -232,7 +235,10 @@ class Calibration:
             name: (np.asarray(s, dtype=np.float64), np.asarray(y), np.asarray(k)) for name, (s, y, k) in scored.items()
         }
         per_kind: dict[str, float] = {}
-        for s, y, k in arrays.values():
+        voters = list(arrays) if binding is None else list(binding)
+        if set(voters) - set(arrays):
+            raise ValueError(f"binding conditions {sorted(set(voters) - set(arrays))} were not scored.")
+        for s, y, k in (arrays[name] for name in voters):
             for kind in np.unique(k):
                 strangers = s[(k == kind) & (y == 0)]
                 if strangers.size >= min_nontargets:
@@ -246,7 +252,8 @@ class Calibration:
         pooled = cls.from_scores(
             np.concatenate(list(adjusted.values())), np.concatenate([y for _, y, _ in arrays.values()]), trials
         )
-        rule = f"the threshold at which every condition accepts at most {100 * max_far:g} % of different speakers"
+        which = "every condition" if set(voters) == set(arrays) else ", ".join(voters)
+        rule = f"the threshold at which {which} accepts at most {100 * max_far:g} % of different speakers"
         return replace(pooled, threshold=threshold, rule=rule, conditions=per, shifts=shifts)
 
     def adjusted(self, scores: ArrayLike, kinds: str | Sequence[str]) -> np.ndarray:

@@ -280,6 +280,22 @@ def test_across_conditions_by_hand():
     np.testing.assert_allclose(cal.adjusted([1.0, 1.0, 1.0], ["8 kHz", "16 kHz", "1-2 s"]), [0.7, 1.0, 1.0])
 
 
+def test_only_binding_conditions_set_the_threshold_but_all_are_measured():
+    clean = [i / 10 for i in range(10)]
+    scored = {
+        "clean": _condition(clean, [0.95], "16 kHz"),
+        "noisy": _condition([s + 0.5 for s in clean], [0.9], "16 kHz"),  # would set it at 1.3
+    }
+    strict = Calibration.across_conditions(scored, "16 kHz", 0.1, "x", min_nontargets=10)
+    assert 1.3 < strict.threshold < 1.3 + 1e-9 and "every condition" in strict.rule
+    loose = Calibration.across_conditions(scored, "16 kHz", 0.1, "x", min_nontargets=10, binding=["clean"])
+    assert 0.8 < loose.threshold < 0.8 + 1e-9 and "at which clean accepts" in loose.rule
+    assert set(loose.conditions) == {"clean", "noisy"}
+    assert loose.conditions["noisy"].rates_at(loose.threshold)[0] > 0.5  # measured, not bound
+    with pytest.raises(ValueError, match="were not scored"):
+        Calibration.across_conditions(scored, "16 kHz", 0.1, "x", binding=["phone"])
+
+
 def test_across_conditions_needs_the_reference_kind():
     scored = {"phone": _condition([0.1] * 20, [0.9], "8 kHz")}
     with pytest.raises(ValueError, match="16 kHz"):

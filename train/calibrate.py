@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from speakerdemo.audio import SAMPLE_RATE
-from speakerdemo.conditions import WIDEBAND, pair_conditions
+from speakerdemo.conditions import CONDITIONS, WIDEBAND, pair_conditions
 from speakerdemo.encoder import SpeakerEncoder
 from speakerdemo.metrics import compute_eer, error_rates
 from speakerdemo.scoring import Calibration
@@ -47,6 +47,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--max-far", type=float, default=MAX_FAR, help="false accepts allowed in every condition (default 0.05)"
+    )
+    parser.add_argument(
+        "--binding",
+        nargs="+",
+        choices=CONDITIONS,
+        help="conditions whose false accepts set the threshold (default: all; the others are measured only)",
     )
     parser.add_argument("--max-speakers", type=int, help="only the first N dev speakers (a quick look)")
     parser.add_argument("--device", help="cpu or cuda (default: cuda when available)")
