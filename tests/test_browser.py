@@ -45,7 +45,7 @@ STARTUP_SECONDS = 240
 TIMEOUT_MS = 90_000  # generous: the machine may be busy with training
 RECORD_SECONDS = 3.0
 # "Cosine similarity 0.71 against threshold 0.30", or with a kind of clip's shift:
-# "Score 0.52 (the cosine similarity 0.71 less 0.19 for clips with 1-2 s of speech) against threshold 0.30"
+# "Score 0.52 (the cosine similarity 0.71 less 0.19 for clips with under 2 s of speech) against threshold 0.30"
 SCORE = re.compile(r"(?:Cosine similarity|Score)\s+(-?\d+\.\d+)(?:\s+\([^)]*\))?\s+against threshold\s+(-?\d+\.\d+)")
 COSINE = re.compile(r"[Cc]osine similarity\s+(-?\d+\.\d+)")
 
