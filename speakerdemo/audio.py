@@ -173,6 +173,20 @@ def high_band_db(wav: np.ndarray, sample_rate: int, speech_mask: np.ndarray) -> 
     return float(10.0 * np.log10((high + tiny) / (phone + tiny)))
 
 
+def level_range_db(wav: np.ndarray, sample_rate: int) -> float:
+    """How far the clip's loud frames stand above its quiet ones: the 95th less the 5th percentile
+    of the VAD's frame energies (0.1-4 kHz, 10 ms hop), in dB.
+
+    Speech with pauses in a quiet room spans a wide range; speech buried in noise or reverberation
+    fills the pauses and spans little, so that the app can tell such clips apart. Measured on real
+    speech in ../shared/data: clean 3-s LibriSpeech segments 30-75 dB (5th-95th percentile of
+    clips), the same in a simulated noisy room (5-15 dB SNR) 15-43 dB, speechocean762 32-56 dB,
+    wake-word recordings on consumer microphones 43-89 dB.
+    """
+    energy_db, _ = _frame_features(np.asarray(wav, dtype=np.float32), sample_rate, round(sample_rate * HOP_SECONDS))
+    return float(np.percentile(energy_db, 95) - np.percentile(energy_db, 5))
+
+
 def speech_regions(mask: np.ndarray, hop_seconds: float = HOP_SECONDS) -> list[tuple[float, float]]:
     """(start_s, end_s) of each run of True in a speech mask.
 

@@ -4,10 +4,9 @@ One threshold means different things for different clips: strangers on a phone l
 1-s clip score closer together than in a clean 10-s recording. A checkpoint calibrated across
 conditions (``python -m train calibrate``, :meth:`speakerdemo.scoring.Calibration.across_conditions`)
 keeps a score shift for each kind of clip the app can tell apart (``DETECTED``: by band, from
-:attr:`Embedding.high_band_db`, and by seconds of speech) and what its threshold means in each
-calibrated condition. Noise, reverberation and pauses the app cannot tell apart: pairs of those
-conditions are calibrated under the kind they are detected as, so that kind's shift must hold for
-them too.
+:attr:`Embedding.high_band_db`, by noise, from :attr:`Embedding.level_range_db`, and by seconds of
+speech) and what its threshold means in each calibrated condition. Every pair of a calibration
+condition counts under the kind the app detects it as.
 """
 
 from __future__ import annotations
@@ -25,14 +24,14 @@ SHORT = "1-2 s"
 WORDS = "5 x 1 s words"
 NOISY = "noise + reverb"
 CONDITIONS = (WIDEBAND, PHONE, SHORT, WORDS, NOISY)
-DETECTED = (WIDEBAND, PHONE, SHORT)  # the kinds of clip pair_conditions tells apart
+DETECTED = (WIDEBAND, PHONE, NOISY, SHORT)  # the kinds of clip pair_conditions tells apart
 # How the app describes each condition to a user.
 DESCRIPTIONS = {
     WIDEBAND: "wideband clips with 2 s of speech or more",
     PHONE: "phone-band clips, 8 kHz or through a phone line",
     SHORT: "clips with under 2 s of speech",
     WORDS: "five 1-s words with pauses",
-    NOISY: "noisy, reverberant rooms",
+    NOISY: "noisy clips, with little level between speech and background",
 }
 # Below this a clip was band-limited to a phone line somewhere: wideband speech measures -15 to
 # -38 dB, the same clips through an 8 kHz line -94 dB and below, white noise through it -65 dB
@@ -42,6 +41,10 @@ PHONE_BAND_DB = -50.0
 # 1-2 s LibriSpeech segment has less; of the 3-s segments 17 % have less (median 2.45 s of speech),
 # of 2.5 s more than half. The app also warns under 2 s of speech (ui.MIN_RELIABLE_SPEECH).
 SHORT_SPEECH_SECONDS = 2.0
+# Under this level range (speakerdemo.audio.level_range_db) a clip is noisy: 73 % of 3-s LibriSpeech
+# segments in a simulated noisy room (5-15 dB SNR) and 9 % of the clean ones; no speechocean762 or
+# wake-word recording of 150 each.
+NOISY_RANGE_DB = 28.0
 
 
 def is_phone_band(embedding: Embedding) -> bool:
@@ -49,17 +52,26 @@ def is_phone_band(embedding: Embedding) -> bool:
     return embedding.high_band_db < PHONE_BAND_DB
 
 
+def is_noisy(embedding: Embedding) -> bool:
+    """Whether background noise or reverberation fills the clip's pauses."""
+    return embedding.level_range_db < NOISY_RANGE_DB
+
+
 def pair_conditions(embeddings: Sequence[Embedding], first: ArrayLike, second: ArrayLike) -> np.ndarray:
     """The kind of clip (one of ``DETECTED``) of each pair (``embeddings[first[i]]``,
     ``embeddings[second[i]]``): the harder one of its two clips.
 
-    The band comes first: a phone-band clip against a wideband one still scores like the phone
-    condition. Each clip is measured once, so that every pair of a trial list is cheap.
+    The band comes first, then noise, then length: a phone-band clip against a wideband one still
+    scores like the phone condition, and a noisy one like the noisy condition. Each clip is
+    measured once, so that every pair of a trial list is cheap.
     """
     phone = np.array([is_phone_band(e) for e in embeddings])
+    noisy = np.array([is_noisy(e) for e in embeddings])
     short = np.array([e.speech_seconds < SHORT_SPEECH_SECONDS for e in embeddings])
     i, j = np.asarray(first), np.asarray(second)
-    return np.where(phone[i] | phone[j], PHONE, np.where(short[i] | short[j], SHORT, WIDEBAND))
+    kinds = np.where(short[i] | short[j], SHORT, WIDEBAND)
+    kinds = np.where(noisy[i] | noisy[j], NOISY, kinds)
+    return np.where(phone[i] | phone[j], PHONE, kinds)
 
 
 def pair_condition(a: Embedding, b: Embedding) -> str:

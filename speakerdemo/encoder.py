@@ -26,6 +26,7 @@ from .audio import (
     AudioError,
     detect_speech,
     high_band_db,
+    level_range_db,
     load_audio,
     require_speech,
     speech_regions,
@@ -67,7 +68,8 @@ class Embedding:
     per 10 ms over the input clip): the one stored record of where speech is, from which the
     regions and the seconds of speech are derived, so they always agree with the speech gate.
     ``high_band_db`` (:func:`~speakerdemo.audio.high_band_db`) tells a phone-band clip from a
-    wideband one.
+    wideband one, ``level_range_db`` (:func:`~speakerdemo.audio.level_range_db`) a noisy one from
+    a quiet one.
     ``class_logits`` is None unless asked for (``embed_batch(..., class_logits=True)``).
     """
 
@@ -78,6 +80,7 @@ class Embedding:
     speech_mask: np.ndarray
     duration_seconds: float
     high_band_db: float
+    level_range_db: float
     clipped_fraction: float = 0.0
     class_logits: np.ndarray | None = None
 
@@ -104,6 +107,7 @@ class _Clip:
     duration: float
     clipped: float
     high_band_db: float
+    level_range_db: float
 
 
 def with_collar(mask: np.ndarray, frames: int) -> np.ndarray:
@@ -430,7 +434,16 @@ class SpeakerEncoder(
                 raise AudioError("No speech detected in the clip.")
             pooled = np.ones_like(speech)
         clipped = float(np.mean(np.abs(wav) >= CLIP_LEVEL))
-        return _Clip(feats, original / sr, vad, pooled, len(wav) / sr, clipped, high_band_db(wav, sr, vad))
+        return _Clip(
+            feats,
+            original / sr,
+            vad,
+            pooled,
+            len(wav) / sr,
+            clipped,
+            high_band_db(wav, sr, vad),
+            level_range_db(wav, sr),
+        )
 
     def _windows(self, clip: _Clip) -> list[torch.Tensor]:
         """Speech frames of a clip, normalised together, cut into windows of at most ``window_seconds``."""
@@ -488,6 +501,7 @@ class SpeakerEncoder(
             speech_mask=clip.speech_mask,
             duration_seconds=clip.duration,
             high_band_db=clip.high_band_db,
+            level_range_db=clip.level_range_db,
             clipped_fraction=clip.clipped,
             class_logits=logits,
         )

@@ -214,6 +214,7 @@ class Calibration:
         trials: str,
         min_nontargets: int = 100,
         binding: Sequence[str] | None = None,
+        min_share: float = 0.25,
     ) -> Calibration:
         """A threshold and a score shift per kind of clip, so that every condition accepts at most
         ``max_far`` of its different-speaker pairs, as the app sees them.
@@ -221,8 +222,11 @@ class Calibration:
         ``scored`` maps a condition to its (cosine scores, labels, kinds): each pair's kind is what
         the app detects it as (:func:`speakerdemo.conditions.pair_conditions`), so a 3-s clip with
         little speech counts as short here as it will in the app. Each kind's threshold is the
-        lowest at which, in every condition, that kind's pairs keep to ``max_far`` (a condition
-        with fewer than ``min_nontargets`` non-target pairs of a kind does not vote); the
+        lowest at which, in every condition, that kind's pairs keep to ``max_far``. A condition
+        votes for a kind only with ``min_nontargets`` non-target pairs of it that are also at least
+        ``min_share`` of its own: the kinds are calibrated on the conditions they stand for, and
+        the few pairs of a condition that the app mistakes for another kind (a noisy pair its
+        detector misses) are measured in that condition's rates, not made the rule; the
         ``reference`` kind's is the threshold, and every other kind's shift is its threshold less
         the reference's. Only the ``binding`` conditions vote (all by default); the others are
         measured and kept all the same, so that the app can say what the threshold does there.
@@ -241,7 +245,7 @@ class Calibration:
         for s, y, k in (arrays[name] for name in voters):
             for kind in np.unique(k):
                 strangers = s[(k == kind) & (y == 0)]
-                if strangers.size >= min_nontargets:
+                if strangers.size >= max(min_nontargets, min_share * np.sum(y == 0)):
                     per_kind[str(kind)] = max(per_kind.get(str(kind), -math.inf), threshold_at_far(strangers, max_far))
         if reference not in per_kind:
             raise ValueError(f"No condition has {min_nontargets}+ non-target pairs of the kind {reference!r}.")

@@ -9,11 +9,13 @@ from speakerdemo.conditions import (
     CONDITIONS,
     DESCRIPTIONS,
     DETECTED,
+    NOISY,
     PHONE,
     SHORT,
     SHORT_SPEECH_SECONDS,
     WIDEBAND,
     clip_condition,
+    is_noisy,
     is_phone_band,
     pair_condition,
     pair_conditions,
@@ -21,22 +23,34 @@ from speakerdemo.conditions import (
 from train.augment import telephone
 
 
+def spoken(*seconds: float, seed: int = 0) -> np.ndarray:
+    """Words of a wideband synthetic voice (harmonics plus a little white noise up to 8 kHz) of the
+    given lengths, each followed by 0.3 s of silence, as a speaker pauses between words."""
+    pause = np.zeros(int(0.3 * SAMPLE_RATE), dtype=np.float32)
+    return np.concatenate(
+        [part for i, s in enumerate(seconds) for part in (voiced(s, noise=0.05, seed=seed + i), pause)]
+    )
+
+
 @pytest.fixture(scope="module")
 def clips():
-    """Embeddings of a wideband 4-s voice (harmonics plus a little white noise up to 8 kHz), the
-    same through a phone line, and a 1.5-s clip of the voice."""
-    wide = voiced(4.0, noise=0.05)
+    """Embeddings of 4 s of words, the same through a phone line, the same in loud white noise
+    (filling the pauses), and 1.5 s of words."""
+    wide = spoken(1.0, 1.0, 1.0, 1.0)
+    noise = 0.05 * np.random.default_rng(0).standard_normal(len(wide)).astype(np.float32)
     encoder = tiny_encoder()
     wavs = {
         "wide": wide,
         "phone": telephone(wide, SAMPLE_RATE, mu_law=False),
-        "short": voiced(1.5, noise=0.05, seed=1),
+        "noisy": wide + noise,
+        "short": spoken(0.8, 0.7, seed=5),
     }
     return dict(zip(wavs, encoder.embed_batch([(SAMPLE_RATE, w) for w in wavs.values()])))
 
 
-def test_band_and_length_are_measured(clips):
-    assert not is_phone_band(clips["wide"]) and is_phone_band(clips["phone"])
+def test_band_noise_and_length_are_measured(clips):
+    assert not is_phone_band(clips["wide"]) and is_phone_band(clips["phone"]) and not is_phone_band(clips["noisy"])
+    assert not is_noisy(clips["wide"]) and is_noisy(clips["noisy"]) and not is_noisy(clips["short"])
     assert clips["wide"].speech_seconds >= SHORT_SPEECH_SECONDS > clips["short"].speech_seconds
 
 
@@ -49,6 +63,9 @@ def test_band_and_length_are_measured(clips):
         ("short", "wide", SHORT),
         ("wide", "short", SHORT),
         ("short", "phone", PHONE),  # the band comes first
+        ("noisy", "wide", NOISY),
+        ("short", "noisy", NOISY),  # then noise
+        ("noisy", "phone", PHONE),
     ],
 )
 def test_a_pair_is_its_harder_clip(clips, a, b, kind):
@@ -60,7 +77,7 @@ def test_pair_conditions_of_a_trial_list_agree_with_single_pairs(clips):
     first, second = np.triu_indices(len(embeddings), k=1)
     kinds = pair_conditions(embeddings, first, second)
     assert list(kinds) == [pair_condition(embeddings[i], embeddings[j]) for i, j in zip(first, second)]
-    assert [clip_condition(e) for e in embeddings] == [WIDEBAND, PHONE, SHORT]
+    assert [clip_condition(e) for e in embeddings] == [WIDEBAND, PHONE, NOISY, SHORT]
 
 
 def test_every_condition_is_described_and_detected_kinds_are_conditions():

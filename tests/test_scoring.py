@@ -296,6 +296,22 @@ def test_only_binding_conditions_set_the_threshold_but_all_are_measured():
         Calibration.across_conditions(scored, "16 kHz", 0.1, "x", binding=["phone"])
 
 
+def test_a_minority_kind_of_a_condition_does_not_vote():
+    """Noisy pairs the detector takes for clean ones (here 20 of 100) are measured, not the rule."""
+    clean = [i / 100 for i in range(100)]
+    noisy = np.array([0.5 + i / 200 for i in range(100)])
+    kinds = np.array(["noisy"] * 80 + ["16 kHz"] * 20)
+    scored = {
+        "clean": _condition(clean, [0.99], "16 kHz"),
+        "noisy": (np.r_[0.99, noisy], np.r_[1, np.zeros(100)].astype(int), np.concatenate([["noisy"], kinds])),
+    }
+    cal = Calibration.across_conditions(scored, "16 kHz", 0.05, "x", min_nontargets=10)
+    assert 0.94 < cal.threshold < 0.95 + 1e-9  # clean alone; the 20 misread noisy pairs (19 %) do not vote
+    assert "noisy" in cal.shifts
+    strict = Calibration.across_conditions(scored, "16 kHz", 0.05, "x", min_nontargets=10, min_share=0.0)
+    assert strict.threshold > cal.threshold
+
+
 def test_across_conditions_needs_the_reference_kind():
     scored = {"phone": _condition([0.1] * 20, [0.9], "8 kHz")}
     with pytest.raises(ValueError, match="16 kHz"):
