@@ -9,11 +9,13 @@ from speakerdemo.conditions import (
     CONDITIONS,
     DESCRIPTIONS,
     DETECTED,
+    LONG_SPEECH_SECONDS,
     NOISY,
     PHONE,
     SHORT,
     SHORT_SPEECH_SECONDS,
     WIDEBAND,
+    WORDS,
     clip_condition,
     is_noisy,
     is_phone_band,
@@ -34,9 +36,9 @@ def spoken(*seconds: float, seed: int = 0) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def clips():
-    """Embeddings of 4 s of words, the same through a phone line, the same in loud white noise
-    (filling the pauses), and 1.5 s of words."""
-    wide = spoken(1.0, 1.0, 1.0, 1.0)
+    """Embeddings of 2.5 s of words, the same through a phone line, the same in white noise (filling
+    the pauses), 1.5 s of words and 5 s of words."""
+    wide = spoken(1.0, 0.8, 0.7)
     noise = 0.05 * np.random.default_rng(0).standard_normal(len(wide)).astype(np.float32)
     encoder = tiny_encoder()
     wavs = {
@@ -44,6 +46,7 @@ def clips():
         "phone": telephone(wide, SAMPLE_RATE, mu_law=False),
         "noisy": wide + noise,
         "short": spoken(0.8, 0.7, seed=5),
+        "long": spoken(1.0, 1.0, 1.0, 1.0, 1.0, seed=9),
     }
     return dict(zip(wavs, encoder.embed_batch([(SAMPLE_RATE, w) for w in wavs.values()])))
 
@@ -51,6 +54,7 @@ def clips():
 def test_band_noise_and_length_are_measured(clips):
     assert not is_phone_band(clips["wide"]) and is_phone_band(clips["phone"]) and not is_phone_band(clips["noisy"])
     assert not is_noisy(clips["wide"]) and is_noisy(clips["noisy"]) and not is_noisy(clips["short"])
+    assert clips["long"].speech_seconds >= LONG_SPEECH_SECONDS > clips["wide"].speech_seconds
     assert clips["wide"].speech_seconds >= SHORT_SPEECH_SECONDS > clips["short"].speech_seconds
 
 
@@ -66,6 +70,9 @@ def test_band_noise_and_length_are_measured(clips):
         ("noisy", "wide", NOISY),
         ("short", "noisy", NOISY),  # then noise
         ("noisy", "phone", PHONE),
+        ("long", "long", WORDS),
+        ("long", "wide", WIDEBAND),  # the shorter clip decides
+        ("long", "short", SHORT),
     ],
 )
 def test_a_pair_is_its_harder_clip(clips, a, b, kind):
@@ -77,7 +84,7 @@ def test_pair_conditions_of_a_trial_list_agree_with_single_pairs(clips):
     first, second = np.triu_indices(len(embeddings), k=1)
     kinds = pair_conditions(embeddings, first, second)
     assert list(kinds) == [pair_condition(embeddings[i], embeddings[j]) for i, j in zip(first, second)]
-    assert [clip_condition(e) for e in embeddings] == [WIDEBAND, PHONE, NOISY, SHORT]
+    assert [clip_condition(e) for e in embeddings] == [WIDEBAND, PHONE, NOISY, SHORT, WORDS]
 
 
 def test_every_condition_is_described_and_detected_kinds_are_conditions():

@@ -173,31 +173,17 @@ def test_every_recipe_file_resolves_and_picks_best_by_the_held_out_eer(recipe: s
     assert any(source["hold_out_speakers"] for source in cfg["data"]["sources"])
 
 
-def test_the_labels_only_recipe_file_is_the_old_command() -> None:
-    """``--config train/configs/ecapa_speechocean_labels_only.yaml`` with no --set asks for what the
-    previous default checkpoint's seven-field command asked for: the same settings, no augmentation."""
-    recipe = load_config(RECIPES / "ecapa_speechocean_labels_only.yaml", [])
+def test_the_shipped_checkpoint_recipe_file_is_the_old_command() -> None:
+    """``--config train/configs/ecapa-speechocean.yaml`` with no --set asks for what the shipped
+    checkpoint's seven-field command asked for: the same settings, no augmentation, the same model."""
+    recipe = load_config(RECIPES / "ecapa-speechocean.yaml", [])
     old = load_config(RECIPES / "ecapa_speechocean_augmented.yaml", [SHIPPED_CHECKPOINT_AUGMENT])
-    assert recipe["run_dir"] == "runs/ecapa_speechocean_labels_only"
+    assert recipe["run_dir"] == "runs/ecapa-speechocean"
     differing = sorted(key for key in recipe if recipe[key] != old[key])
     assert differing == ["augment", "run_dir"]
     for cfg in (recipe, old):
         augment = AugmentConfig(**cfg["augment"])
         assert augment.waveform_components() == [] and (augment.spec_freq_mask, augment.spec_time_mask) == (0, 0)
-
-
-def test_the_shipped_recipe_file_is_the_run_that_trained_the_checkpoint() -> None:
-    """``--config train/configs/ecapa-speechocean.yaml`` is the labels-only recipe with the Resemblyzer
-    teacher (the distillation experiment's file) and the phone line on 15 % of crops, the command of
-    the run the shipped checkpoint comes from; its model is the checkpoint's."""
-    recipe = load_config(RECIPES / "ecapa-speechocean.yaml", [])
-    run = load_config(RECIPES / "ecapa_speechocean_distill.yaml", ["augment.telephone_prob=0.15"])
-    labels_only = load_config(RECIPES / "ecapa_speechocean_labels_only.yaml", [])
-    assert recipe["run_dir"] == "runs/ecapa-speechocean"
-    assert sorted(key for key in recipe if recipe[key] != run[key]) == ["run_dir"]
-    assert sorted(key for key in recipe if recipe[key] != labels_only[key]) == ["augment", "distill", "run_dir"]
-    assert AugmentConfig(**recipe["augment"]).waveform_components() == ["telephone_prob"]
-    assert recipe["distill"]["teacher"] == "resemblyzer"
     shipped = json.loads((SHIPPED / "config.json").read_text())
     assert {part: recipe[part] for part in ("frontend", "encoder", "head")} == {
         part: shipped[part] for part in ("frontend", "encoder", "head")

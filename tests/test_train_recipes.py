@@ -1,5 +1,5 @@
-"""The labels-only recipe file (the previous default checkpoint's) trains exactly as the command that
-trained that checkpoint, on the real data in ../shared/data (skipped where it is absent).
+"""The shipped checkpoint's recipe file trains exactly as the command that trained the checkpoint,
+on the real data in ../shared/data (skipped where it is absent).
 
 Both runs take a few steps only (the train.* budget is overridden alike in both); the data, the
 augmentation and the model come from the recipe file in one run and from the old command in the
@@ -26,7 +26,7 @@ BUDGET = {
     "train.checkpoint_every": 1000,
 }
 RUNS = {
-    "recipe file": ["--config", "train/configs/ecapa_speechocean_labels_only.yaml"],
+    "recipe file": ["--config", "train/configs/ecapa-speechocean.yaml"],
     "old command": ["--config", "train/configs/ecapa_speechocean_augmented.yaml", "--set", SHIPPED_CHECKPOINT_AUGMENT],
 }
 
@@ -37,7 +37,7 @@ def _restore_logging() -> Iterator[None]:
         yield
 
 
-def test_the_labels_only_recipe_file_gives_the_losses_of_the_old_command(
+def test_the_shipped_recipe_file_gives_the_losses_of_the_old_command(
     shared_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     for corpus in ("speechocean762", "librispeech-251"):
