@@ -65,9 +65,11 @@ def export_network(model: nn.Module, n_mels: int, path: Path) -> dict[str, Any]:
 
     def write(f: Any) -> None:
         # The tracer warns at the encoders' "nothing padded?" branch: the traced batch is padded on
-        # purpose (see above), so the branch recorded is the general one.
+        # purpose (see above), so the branch recorded is the general one. The TorchScript exporter is
+        # deprecated in favour of torch.export, which needs onnxscript; it still exports every op here.
         with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
             torch.onnx.export(
                 network,
                 (feats, mask),
