@@ -137,12 +137,18 @@ def detect_speech(wav: np.ndarray, sample_rate: int = SAMPLE_RATE) -> np.ndarray
     (see :func:`_energy_threshold`) and its spectrum is peaky rather than noise-like
     (flatness below MAX_FLATNESS); the decisions are then smoothed over time.
     """
+    return analyse_speech(wav, sample_rate)[0]
+
+
+def analyse_speech(wav: np.ndarray, sample_rate: int = SAMPLE_RATE) -> tuple[np.ndarray, float]:
+    """(:func:`detect_speech`'s mask, :func:`level_range_db`) from one pass over the frames: the
+    encoder needs both for every clip, and they share the frame energies."""
     wav = np.asarray(wav, dtype=np.float32)
     if wav.ndim != 1:
         raise ValueError(f"detect_speech expects a mono 1-D signal, got shape {wav.shape}")
     energy_db, flatness = _frame_features(wav, sample_rate, round(sample_rate * HOP_SECONDS))
     raw = (energy_db > _energy_threshold(energy_db)) & (flatness < MAX_FLATNESS)
-    return _smooth(raw)
+    return _smooth(raw), float(np.percentile(energy_db, 95) - np.percentile(energy_db, 5))
 
 
 def high_band_db(wav: np.ndarray, sample_rate: int, speech_mask: np.ndarray) -> float:
@@ -183,8 +189,7 @@ def level_range_db(wav: np.ndarray, sample_rate: int) -> float:
     clips), the same in a simulated noisy room (5-15 dB SNR) 15-43 dB, speechocean762 32-56 dB,
     wake-word recordings on consumer microphones 43-89 dB.
     """
-    energy_db, _ = _frame_features(np.asarray(wav, dtype=np.float32), sample_rate, round(sample_rate * HOP_SECONDS))
-    return float(np.percentile(energy_db, 95) - np.percentile(energy_db, 5))
+    return analyse_speech(wav, sample_rate)[1]
 
 
 def speech_regions(mask: np.ndarray, hop_seconds: float = HOP_SECONDS) -> list[tuple[float, float]]:

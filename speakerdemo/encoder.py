@@ -24,9 +24,8 @@ from .audio import (
     MAX_SECONDS,
     MIN_SPEECH_SECONDS,
     AudioError,
-    detect_speech,
+    analyse_speech,
     high_band_db,
-    level_range_db,
     load_audio,
     require_speech,
     speech_regions,
@@ -411,7 +410,7 @@ class SpeakerEncoder(
         """
         sr = self.frontend.config.sample_rate
         hop = self.frontend.config.hop_length
-        vad = detect_speech(wav, sr)
+        vad, level_range = analyse_speech(wav, sr)
         if min_speech_seconds > 0:
             require_speech(vad, min_speech_seconds)
         processed, kept = self.frontend.prepare(wav)
@@ -442,7 +441,7 @@ class SpeakerEncoder(
             len(wav) / sr,
             clipped,
             high_band_db(wav, sr, vad),
-            level_range_db(wav, sr),
+            level_range,
         )
 
     def _windows(self, clip: _Clip) -> list[torch.Tensor]:

@@ -74,8 +74,7 @@ def test_strangers_stay_out_at_the_threshold_on_speakers_it_never_heard(encoder,
     for condition in (WIDEBAND, PHONE, SHORT):
         embeddings = embed_clips(encoder, [(SAMPLE_RATE, w) for w in trials[condition].segments], desc=condition)
         first, second = trials[condition].pairs
-        vectors = np.stack([e.vector for e in embeddings])
-        cosines = np.sum(vectors[first] * vectors[second], axis=1)
+        cosines = trials[condition].pair_scores(np.stack([e.vector for e in embeddings]))
         scores = encoder.calibration.adjusted(cosines, list(pair_conditions(embeddings, first, second)))
         far, frr = error_rates(scores, trials[condition].labels, encoder.threshold)
         print(f"{condition}: FAR {100 * far:.1f} %, FRR {100 * frr:.1f} % at {encoder.threshold:.3f}")

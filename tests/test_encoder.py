@@ -38,14 +38,14 @@ def test_embedding_fields(encoder):
 
 def test_the_vad_runs_once_per_clip(encoder, monkeypatch):
     calls = []
-    real = audio_module.detect_speech
+    real = audio_module.analyse_speech  # every VAD pass (detect_speech too) goes through it
 
     def counted(*args, **kwargs):
         calls.append(1)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(audio_module, "detect_speech", counted)
-    monkeypatch.setattr(encoder_module, "detect_speech", counted)
+    monkeypatch.setattr(audio_module, "analyse_speech", counted)
+    monkeypatch.setattr(encoder_module, "analyse_speech", counted)
     encoder.embed_batch([(SR, voiced(1.0)), (SR, voiced(2.0, seed=1))])
     assert len(calls) == 2
 
