@@ -59,7 +59,8 @@ def parse_args() -> argparse.Namespace:
         "--backend",
         choices=BACKENDS,
         default="auto",
-        help="what runs the encoder on the CPU: ONNX Runtime when the checkpoint has model.onnx (auto), or torch",
+        help="what runs the encoder on the CPU: ONNX Runtime when the checkpoint has model.onnx "
+        "(auto: its int8 copy when there is one), or torch",
     )
     parser.add_argument("--max-seconds", type=float, default=MAX_SECONDS, help="longest clip accepted")
     return parser.parse_args()

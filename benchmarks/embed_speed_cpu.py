@@ -6,16 +6,18 @@ Answers two questions on the same real-speech clips (LibriSpeech, 16 kHz) in one
    ``ours embed torch`` times ``SpeakerEncoder.embed`` (batched: ``embed_batch``) from a float
    array: input checks, VAD, log-mel, the encoder over speech frames, pooling of windows;
    ``ours embed onnx`` the same with the encoder network in ONNX Runtime (the checkpoint's
-   ``model.onnx``; the app's default path when the file is there and onnxruntime is installed).
+   ``model.onnx``), ``ours embed onnx-int8`` with its int8 copy (``model.int8.onnx``, ``python -m
+   train export --int8``); the app's default path is the int8 copy when the checkpoint has one,
+   else ``model.onnx``, when onnxruntime is installed.
    ``resemblyzer`` times ``preprocess_wav`` (volume normalisation, webrtcvad silence trimming)
    plus ``VoiceEncoder.embed_utterance`` (mel, LSTM over 1.6-s partials); it has no batch API,
    so a "batch" is its clips one after another.
 2. Is our ECAPA-TDNN no slower than SpeechBrain's at the same width? ``ours forward`` and
    ``speechbrain forward`` time the model's forward alone on the same features (our front end's
    mean-normalised 80-d log-mel of every frame, computed once, untimed); SpeechBrain's model is
-   untrained, built at the checkpoint's channels and embedding size. ``ours forward onnx`` is the
-   same forward in ONNX Runtime. ``ours front end`` times the log-mel step that every forward
-   would need, for context.
+   untrained, built at the checkpoint's channels and embedding size. ``ours forward onnx`` and
+   ``ours forward onnx-int8`` are the same forward in ONNX Runtime. ``ours front end`` times the
+   log-mel step that every forward would need, for context.
 
 RTF = processing seconds / audio seconds (lower is faster). Repeats of all methods are taken in
 turn, so the ratios are not biased by when each ran. Memory: peak RSS growth of one call (torch
@@ -42,10 +44,12 @@ TIMED = {
     "ours embed torch": "SpeakerEncoder.embed (batch: embed_batch) from a float array: checks, VAD, log-mel, "
     "encoder over speech frames, pooling of windows; the encoder network in torch",
     "ours embed onnx": "the same, the encoder network in ONNX Runtime (backend='onnx')",
+    "ours embed onnx-int8": "the same, the int8 network in ONNX Runtime (backend='onnx-int8')",
     "resemblyzer": f"preprocess_wav(wav, source_sr={SAMPLE_RATE}) + VoiceEncoder.embed_utterance, clip by clip",
     "ours front end": "our FrontEnd alone: log-mel + mean normalisation of every frame",
     "ours forward": "the checkpoint's ECAPA-TDNN forward alone, on the front end's features (all frames)",
     "ours forward onnx": "the same forward in ONNX Runtime",
+    "ours forward onnx-int8": "the same forward, int8, in ONNX Runtime",
     "speechbrain forward": "SpeechBrain ECAPA_TDNN forward alone (untrained, same width), on the same features",
 }
 
@@ -71,7 +75,7 @@ def methods(
 ) -> dict[str, Callable[[], Any]]:
     """The calls to time on these clips, by method name (peers and ONNX absent when not there).
 
-    ``encoders`` maps a backend ("torch", "onnx") to the checkpoint loaded with it."""
+    ``encoders`` maps a backend ("torch", "onnx", "onnx-int8") to the checkpoint loaded with it."""
     fns: dict[str, Callable[[], Any]] = {}
     for backend, encoder in encoders.items():
         if len(clips) == 1:
@@ -97,8 +101,9 @@ def methods(
             return encoder.model(feats, mask)
 
     fns["ours forward"] = ours_forward
-    if "onnx" in encoders:
-        fns["ours forward onnx"] = partial(encoders["onnx"].onnx, feats, mask)
+    for backend in ("onnx", "onnx-int8"):
+        if backend in encoders:
+            fns[f"ours forward {backend}"] = partial(encoders[backend].onnx, feats, mask)
     if speechbrain is not None:
 
         def speechbrain_forward() -> Any:
@@ -131,7 +136,11 @@ def main(argv: list[str] | None = None) -> int:
         common.note(f"SKIPPED onnx rows: {args.checkpoint} has no {ONNX_FILE} (python -m train export)")
     else:
         encoders["onnx"] = common.load_checkpoint(args.checkpoint, "cpu", backend="onnx")
-    default = "onnx" if "onnx" in encoders else "torch"  # what the app runs (backend="auto")
+        if encoders["onnx"].onnx_config.get("int8"):
+            encoders["onnx-int8"] = common.load_checkpoint(args.checkpoint, "cpu", backend="onnx-int8")
+        else:
+            common.note(f"SKIPPED onnx-int8 rows: {args.checkpoint} has no int8 copy (python -m train export --int8)")
+    default = common.load_checkpoint(args.checkpoint, "cpu").backend  # what the app runs (backend="auto")
     width = common.ecapa_width(encoder)
     resemblyzer = common.import_peer("resemblyzer", "resemblyzer")
     voice = resemblyzer.VoiceEncoder("cpu", verbose=False) if resemblyzer else None
@@ -191,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
                     clips,
                     common.ratio(rtf.get(f"ours embed {default}"), rtf.get("resemblyzer")),
                     common.ratio(rtf.get("ours embed onnx"), rtf.get("ours embed torch")),
+                    common.ratio(rtf.get("ours embed onnx-int8"), rtf.get("ours embed onnx")),
                     common.ratio(rtf.get("ours forward"), rtf.get("speechbrain forward")),
                 ]
             )
@@ -200,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
             "clips",
             f"ours embed ({default}, the app's path) / resemblyzer",
             "ours embed onnx / torch",
+            "ours embed onnx-int8 / onnx",
             "ours forward / speechbrain forward",
         ],
         ratio_rows,

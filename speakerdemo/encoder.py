@@ -34,13 +34,13 @@ from .audio import (
 from .features import FrontEnd, FrontEndConfig, pad_frames
 from .losses import build_head
 from .models import build_encoder
-from .onnx_runtime import ONNX_FILE, OnnxError, OnnxNetwork, onnx_runtime_available
+from .onnx_runtime import OnnxError, OnnxNetwork, exported_files, onnx_runtime_available
 from .scoring import Calibration, cosine
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 DEFAULT_THRESHOLD = 0.5
-BACKENDS = ("auto", "torch", "onnx")
+BACKENDS = ("auto", "torch", "onnx", "onnx-int8")
 SPEED_MARK = "@"  # class "spk@0.9": speaker "spk" at speed 0.9 (see train/prepare.py)
 SPEECH_COLLAR_SECONDS = 0.3  # context kept around detected speech (see with_collar)
 HUB_TAGS = ("speaker-verification", "speaker-identification", "speaker-embedding", "audio")
@@ -174,6 +174,8 @@ class SpeakerEncoder(
         self.window_seconds = float(window_seconds)
         self.onnx_config = dict(onnx) if onnx else None
         self.onnx: OnnxNetwork | None = None  # the exported network, when from_pretrained loaded it
+        self.onnx_int8 = False  # whether that network is the int8 copy
+        self.onnx_files: dict[str, bytes] = {}  # every exported file config.json names, to save again
 
     # ----------------------------------------------------------------- checkpoints
     def config(self) -> dict[str, Any]:
@@ -190,10 +192,11 @@ class SpeakerEncoder(
 
     def save_pretrained(self, save_directory: str | Path, **kwargs: Any) -> str | None:
         """Write config.json (with the *current* calibration) and model.safetensors, and the
-        exported network when one was loaded with the checkpoint (config.json names it only then)."""
+        exported networks when they were loaded with the checkpoint (config.json names them only then)."""
         result = super().save_pretrained(save_directory, config=self.config(), **kwargs)
         if self.onnx is not None:
-            atomic_write_bytes(Path(save_directory) / self.onnx_config.get("file", ONNX_FILE), self.onnx.model_bytes)
+            for name, data in self.onnx_files.items():
+                atomic_write_bytes(Path(save_directory) / name, data)
         return result
 
     @classmethod
@@ -208,9 +211,10 @@ class SpeakerEncoder(
         """Load a local checkpoint folder or a Hub repo id; ``device`` defaults to CUDA if present.
 
         ``backend`` picks what runs the encoder network on the CPU: ``"onnx"`` the checkpoint's
-        exported ``model.onnx`` in ONNX Runtime, ``"torch"`` the PyTorch module, ``"auto"`` ONNX
-        when the checkpoint has the file and onnxruntime is installed. CUDA always runs torch. A
-        damaged ``model.onnx`` is a CheckpointError unless ``backend="torch"``.
+        exported ``model.onnx`` in ONNX Runtime, ``"onnx-int8"`` its int8 copy
+        (``model.int8.onnx``), ``"torch"`` the PyTorch module, ``"auto"`` the int8 copy, else the
+        fp32 network, when the checkpoint has them and onnxruntime is installed. CUDA always runs
+        torch. A damaged exported file is a CheckpointError unless ``backend="torch"``.
         """
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}.")
@@ -230,21 +234,36 @@ class SpeakerEncoder(
             raise CheckpointError(f"{source}/{CONFIG_FILE} does not describe a speakerdemo model: {err}") from err
         model = model.to(resolve_device(device)).eval()
         if backend != "torch" and model.device.type == "cpu":
-            model.onnx = model._load_onnx(pretrained_model_name_or_path, required=backend == "onnx", **kwargs)
+            model._load_onnx(pretrained_model_name_or_path, backend, **kwargs)
         return model
 
-    def _load_onnx(self, source: str | Path, required: bool, **kwargs: Any) -> OnnxNetwork | None:
-        """The exported network named by config.json, or None where there is none (or no
-        onnxruntime) and it is not ``required``."""
-        if not self.onnx_config:
-            if required:
-                raise CheckpointError(f"{source} has no exported ONNX model: run `python -m train export` on it.")
-            return None
+    def _load_onnx(self, source: str | Path, backend: str, **kwargs: Any) -> None:
+        """Load the exported network ``backend`` asks for; nothing where the checkpoint has none
+        (or there is no onnxruntime) and ``backend`` is ``"auto"``."""
+        int8 = backend == "onnx-int8" or (backend == "auto" and bool((self.onnx_config or {}).get("int8")))
+        if not self.onnx_config or (int8 and not self.onnx_config.get("int8")):
+            if backend != "auto":
+                option = " --int8" if int8 else ""
+                raise CheckpointError(
+                    f"{source} has no exported {'int8 ' if int8 else ''}ONNX model: "
+                    f"run `python -m train export{option}` on it."
+                )
+            return
         if not onnx_runtime_available():
-            if required:
-                raise CheckpointError("backend='onnx' needs onnxruntime (pip install onnxruntime).")
-            return None
-        name = str(self.onnx_config.get("file", ONNX_FILE))
+            if backend != "auto":
+                raise CheckpointError(f"backend={backend!r} needs onnxruntime (pip install onnxruntime).")
+            return
+        files = {name: self._read_exported(source, name, **kwargs) for name in exported_files(self.onnx_config)}
+        name = exported_files(self.onnx_config)[-1 if int8 else 0]
+        try:
+            network = OnnxNetwork(files[name], name)
+        except OnnxError as err:
+            raise CheckpointError(str(err)) from err
+        self.use_onnx(network, self.onnx_config, files, int8=int8)
+
+    @staticmethod
+    def _read_exported(source: str | Path, name: str, **kwargs: Any) -> bytes:
+        """The bytes of an exported file of a local checkpoint or a Hub repo."""
         if Path(name).name != name:
             raise CheckpointError(f"config.json names the ONNX file {name!r}: a file name inside the checkpoint.")
         if Path(source).is_dir():
@@ -258,19 +277,22 @@ class SpeakerEncoder(
         if not path.is_file():
             raise CheckpointError(f"{path} is missing, but config.json names it.")
         try:
-            return OnnxNetwork(path)
-        except OnnxError as err:
-            raise CheckpointError(str(err)) from err
+            return path.read_bytes()
+        except OSError as err:
+            raise CheckpointError(f"{path} cannot be read: {err}") from err
 
-    def use_onnx(self, network: OnnxNetwork, entry: dict) -> None:
+    def use_onnx(self, network: OnnxNetwork, entry: dict, files: dict[str, bytes], int8: bool = False) -> None:
         """Run the encoder network with ``network`` on the CPU from now on (``python -m train
-        export`` after exporting); ``entry`` is config.json's description of the file."""
-        self.onnx, self.onnx_config = network, dict(entry)
+        export`` after exporting); ``entry`` is config.json's description of the exported files,
+        ``files`` their bytes by name, ``int8`` whether ``network`` is the int8 copy."""
+        self.onnx, self.onnx_config, self.onnx_files, self.onnx_int8 = network, dict(entry), dict(files), int8
 
     @property
     def backend(self) -> str:
-        """What runs the encoder network now: ``"onnx"`` (ONNX Runtime, CPU) or ``"torch"``."""
-        return "onnx" if self.onnx is not None and self.device.type == "cpu" else "torch"
+        """What runs the encoder network now: ``"onnx"`` or ``"onnx-int8"`` (ONNX Runtime, CPU), or ``"torch"``."""
+        if self.onnx is None or self.device.type != "cpu":
+            return "torch"
+        return "onnx-int8" if self.onnx_int8 else "onnx"
 
     @classmethod
     def _from_pretrained(
@@ -381,6 +403,12 @@ class SpeakerEncoder(
             for index, clip in enumerate(prepared)
         ]
 
+    def network_inputs(self, audio: Any) -> list[torch.Tensor]:
+        """The normalised log-mel windows (frames, n_mels) that the encoder network is given for
+        one clip, whole and without a speech gate: what int8 quantisation measures ranges on."""
+        wav = load_audio(audio, self.frontend.config.sample_rate, max_seconds=None, min_speech_seconds=0.0)
+        return self._windows(self._prepare(wav, 0.0))
+
     def score(self, a: Embedding | np.ndarray, b: Embedding | np.ndarray) -> float:
         """Cosine similarity of two embeddings (or vectors), by :func:`speakerdemo.scoring.cosine`."""
         va = a.vector if isinstance(a, Embedding) else a
@@ -471,7 +499,7 @@ class SpeakerEncoder(
         feats, mask = pad_frames(windows)
         use_amp = self.device.type == "cuda"
         with torch.inference_mode(), torch.autocast(self.device.type, torch.bfloat16, enabled=use_amp):
-            out = self.onnx(feats, mask) if self.backend == "onnx" else self.model(feats, mask)
+            out = self.model(feats, mask) if self.backend == "torch" else self.onnx(feats, mask)
             logits = self.head.logits(out.embedding) if class_logits and self.head is not None else None
         embeddings = out.embedding.float().cpu().numpy()
         weights = out.weights.float().cpu().numpy()

@@ -32,7 +32,7 @@ def encoder():
 
 def test_checkpoint_is_small_and_complete():
     files = {p.name for p in CHECKPOINT.iterdir()}
-    assert {"config.json", "model.safetensors", "model.onnx", "README.md"} <= files
+    assert {"config.json", "model.safetensors", "model.onnx", "model.int8.onnx", "README.md"} <= files
     assert (CHECKPOINT / "model.safetensors").stat().st_size <= 30 * 2**20
     card = (CHECKPOINT / "README.md").read_text()
     assert "library_name: speakerdemo" in card and "CC BY 4.0" in card and "Apache-2.0" in card

@@ -27,6 +27,7 @@ from safetensors import SafetensorError, safe_open
 from speakerdemo.atomic import atomic_write_text
 from speakerdemo.encoder import CONFIG_FILE, HUB_LIBRARY, HUB_LICENSE, HUB_TAGS, WEIGHTS_FILE
 from speakerdemo.features import FrontEndConfig
+from speakerdemo.onnx_runtime import exported_files
 from speakerdemo.scoring import EER_RULE
 
 CARD_FILE = "README.md"
@@ -362,14 +363,13 @@ def push(
     commit_message: str = DEFAULT_COMMIT_MESSAGE,
 ) -> str:
     """Create (or reuse) the model repo and upload config.json, model.safetensors and README.md,
-    and the exported ONNX network when config.json names one (``python -m train export``).
+    and the exported ONNX networks config.json names (``python -m train export [--int8]``).
 
     The folder is checked, and a card generated if it has none, before any request is made; the
     token is the argument, else HF_TOKEN, else the ``hf auth login`` cache. Returns the commit URL.
     """
     checkpoint_dir = Path(checkpoint_dir)
-    onnx = read_config(checkpoint_dir).get("onnx")
-    uploaded = [*UPLOADED, onnx["file"]] if onnx else list(UPLOADED)
+    uploaded = [*UPLOADED, *exported_files(read_config(checkpoint_dir).get("onnx"))]
     check_repo_id(repo_id)
     if not has_real_card(checkpoint_dir):
         write_model_card(checkpoint_dir, repo_id=repo_id)
@@ -396,8 +396,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of the ``push`` sub-command."""
     parser.description = (
         "Write a model card (README.md) for a checkpoint folder from its config.json and weights plus the "
-        "options below, then upload config.json, model.safetensors and README.md (and model.onnx after "
-        "`python -m train export`) to a Hub model repo (created if needed). The card is regenerated on "
+        "options below, then upload config.json, model.safetensors and README.md (and model.onnx, model.int8.onnx "
+        "after `python -m train export [--int8]`) to a Hub model repo (created if needed). The card is regenerated on "
         "every call: put hand-written sections in --extra."
     )
     parser.add_argument(
