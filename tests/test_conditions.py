@@ -1,4 +1,4 @@
-"""speakerdemo.conditions: which calibrated kind of clip a pair is (band first, then speech length)."""
+"""speakerdemo.conditions: which calibrated kind of clip a pair is (band, noise, length, then speech)."""
 
 import numpy as np
 import pytest
@@ -9,7 +9,7 @@ from speakerdemo.conditions import (
     CONDITIONS,
     DESCRIPTIONS,
     DETECTED,
-    LONG_SPEECH_SECONDS,
+    LONG_CLIP_SECONDS,
     NOISY,
     PHONE,
     SHORT,
@@ -37,7 +37,7 @@ def spoken(*seconds: float, seed: int = 0) -> np.ndarray:
 @pytest.fixture(scope="module")
 def clips():
     """Embeddings of 2.5 s of words, the same through a phone line, the same in white noise (filling
-    the pauses), 1.5 s of words and 5 s of words."""
+    the pauses), 1.5 s of words, 6.5 s of words, and 0.8 s of words in 5 s of silence."""
     wide = spoken(1.0, 0.8, 0.7)
     noise = 0.05 * np.random.default_rng(0).standard_normal(len(wide)).astype(np.float32)
     encoder = tiny_encoder()
@@ -47,6 +47,7 @@ def clips():
         "noisy": wide + noise,
         "short": spoken(0.8, 0.7, seed=5),
         "long": spoken(1.0, 1.0, 1.0, 1.0, 1.0, seed=9),
+        "quiet long": np.concatenate([spoken(0.8, seed=11), np.zeros(5 * SAMPLE_RATE, dtype=np.float32)]),
     }
     return dict(zip(wavs, encoder.embed_batch([(SAMPLE_RATE, w) for w in wavs.values()])))
 
@@ -54,7 +55,9 @@ def clips():
 def test_band_noise_and_length_are_measured(clips):
     assert not is_phone_band(clips["wide"]) and is_phone_band(clips["phone"]) and not is_phone_band(clips["noisy"])
     assert not is_noisy(clips["wide"]) and is_noisy(clips["noisy"]) and not is_noisy(clips["short"])
-    assert clips["long"].speech_seconds >= LONG_SPEECH_SECONDS > clips["wide"].speech_seconds
+    assert clips["long"].duration_seconds >= LONG_CLIP_SECONDS > clips["wide"].duration_seconds
+    assert clips["quiet long"].duration_seconds >= LONG_CLIP_SECONDS
+    assert clips["quiet long"].speech_seconds < SHORT_SPEECH_SECONDS
     assert clips["wide"].speech_seconds >= SHORT_SPEECH_SECONDS > clips["short"].speech_seconds
 
 
@@ -73,6 +76,8 @@ def test_band_noise_and_length_are_measured(clips):
         ("long", "long", WORDS),
         ("long", "wide", WIDEBAND),  # the shorter clip decides
         ("long", "short", SHORT),
+        ("quiet long", "long", WORDS),  # length before seconds of speech: the cautious threshold
+        ("quiet long", "phone", PHONE),
     ],
 )
 def test_a_pair_is_its_harder_clip(clips, a, b, kind):
@@ -84,7 +89,7 @@ def test_pair_conditions_of_a_trial_list_agree_with_single_pairs(clips):
     first, second = np.triu_indices(len(embeddings), k=1)
     kinds = pair_conditions(embeddings, first, second)
     assert list(kinds) == [pair_condition(embeddings[i], embeddings[j]) for i, j in zip(first, second)]
-    assert [clip_condition(e) for e in embeddings] == [WIDEBAND, PHONE, NOISY, SHORT, WORDS]
+    assert [clip_condition(e) for e in embeddings] == [WIDEBAND, PHONE, NOISY, SHORT, WORDS, WORDS]
 
 
 def test_every_condition_is_described_and_detected_kinds_are_conditions():
