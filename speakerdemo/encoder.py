@@ -253,8 +253,9 @@ class SpeakerEncoder(
             if backend != "auto":
                 raise CheckpointError(f"backend={backend!r} needs onnxruntime (pip install onnxruntime).")
             return
-        files = {name: self._read_exported(source, name, **kwargs) for name in exported_files(self.onnx_config)}
-        name = exported_files(self.onnx_config)[-1 if int8 else 0]
+        names = exported_files(self.onnx_config)
+        files = {name: self._read_exported(source, name, **kwargs) for name in names}
+        name = names[-1 if int8 else 0]
         try:
             network = OnnxNetwork(files[name], name)
         except OnnxError as err:

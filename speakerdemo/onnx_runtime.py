@@ -108,6 +108,7 @@ def quantize_network(source: Path, target: Path, calibration: Sequence[np.ndarra
     shipped ECAPA-TDNN, two cores: all ops 253 ms, convolutions only 107 ms, fp32 148 ms).
     Returns the ``"int8"`` entry of config.json's ``"onnx"`` (the caller adds where the frames came from).
     """
+    import onnx
     from onnxruntime.quantization import (
         CalibrationDataReader,
         QuantFormat,
@@ -125,8 +126,6 @@ def quantize_network(source: Path, target: Path, calibration: Sequence[np.ndarra
             if frames is None:
                 return None
             return {"feats": frames[None].astype(np.float32), "mask": np.ones((1, len(frames)), dtype=bool)}
-
-    import onnx
 
     root = logging.getLogger()
     level = root.level

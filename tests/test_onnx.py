@@ -165,13 +165,19 @@ def shipped() -> Path:
     return DEFAULT_CHECKPOINT
 
 
-def test_the_shipped_onnx_network_embeds_real_clips_as_torch_does(shipped: Path, speech_clips):
-    audio = [str(path) for paths in speech_clips.values() for path in paths[:2]]
+def assert_real_clips_embed_as_torch_does(folder: Path, speech_clips: dict, backend: str, **bounds: float) -> None:
+    """Two clips of each test speaker, embedded by torch and by ``backend`` from ``folder``."""
     assert_same_embeddings(
-        SpeakerEncoder.from_pretrained(shipped, device="cpu", backend="torch"),
-        SpeakerEncoder.from_pretrained(shipped, device="cpu", backend="onnx"),
-        audio,
+        SpeakerEncoder.from_pretrained(folder, device="cpu", backend="torch"),
+        SpeakerEncoder.from_pretrained(folder, device="cpu", backend=backend),
+        [str(path) for paths in speech_clips.values() for path in paths[:2]],
+        backend=backend,
+        **bounds,
     )
+
+
+def test_the_shipped_onnx_network_embeds_real_clips_as_torch_does(shipped: Path, speech_clips):
+    assert_real_clips_embed_as_torch_does(shipped, speech_clips, "onnx")
 
 
 def test_the_app_picks_the_int8_network_up(shipped: Path):
@@ -204,14 +210,8 @@ def test_int8_export_names_both_files_and_auto_prefers_int8(int8_checkpoint: Pat
 
 
 def test_int8_embeds_real_clips_close_to_torch(int8_checkpoint: Path, speech_clips):
-    audio = [str(path) for paths in speech_clips.values() for path in paths[:2]]
-    assert_same_embeddings(
-        SpeakerEncoder.from_pretrained(int8_checkpoint, device="cpu", backend="torch"),
-        SpeakerEncoder.from_pretrained(int8_checkpoint, device="cpu", backend="onnx-int8"),
-        audio,
-        backend="onnx-int8",
-        min_cosine=MIN_INT8_COSINE,
-        atol=1e-3,
+    assert_real_clips_embed_as_torch_does(
+        int8_checkpoint, speech_clips, "onnx-int8", min_cosine=MIN_INT8_COSINE, atol=1e-3
     )
 
 

@@ -50,10 +50,11 @@ def parity(encoder: SpeakerEncoder, network: OnnxNetwork, seed: int = 0) -> dict
 def _compare(encoder: SpeakerEncoder, network: OnnxNetwork, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> dict:
     """The lowest cosine between torch's and ``network``'s embeddings over ``batches`` of
     (frames, mask), and the largest difference of their attention weights."""
+    model = encoder.model.cpu()
     cosines, differences = [], []
     for feats, mask in batches:
         with torch.inference_mode():
-            ours = encoder.model.cpu()(feats, mask)
+            ours = model(feats, mask)
         theirs = network(feats, mask)
         cosines.append(np.diag(cosine(ours.embedding.numpy(), theirs.embedding.numpy())).min())
         differences.append(float((ours.weights - theirs.weights).abs().max()))
