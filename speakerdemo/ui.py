@@ -448,7 +448,7 @@ def build_demo(demo: Demo) -> gr.Blocks:
                     classes = gr.Dataframe(
                         headers=["training speaker", "probability"],
                         value=[],
-                        label="Closest training speakers (the checkpoint's classifier)",
+                        label="Closest training speakers (checkpoints with a classifier head)",
                         interactive=False,
                     )
             with gr.Row():

@@ -9,6 +9,10 @@ SMALL = {
     "transformer": {"n_mels": 40},
     "conformer": {"n_mels": 80, "dim": 64, "num_layers": 2},
     "ecapa_tdnn": {"n_mels": 80, "channels": 64},
+    "ensemble": {
+        "n_mels": 80,
+        "members": [{"name": "ecapa_tdnn", "channels": 32}, {"name": "ecapa_tdnn", "channels": 48}],
+    },
 }
 
 
@@ -66,3 +70,25 @@ def test_unknown_names_are_clear_errors():
         build_encoder("wavlm")
     with pytest.raises(ValueError, match="Unknown preset"):
         build_encoder("ecapa_tdnn", preset="256")
+
+
+def test_ensemble_cosine_is_the_mean_of_its_members_cosines():
+    torch.manual_seed(0)
+    model = build_encoder("ensemble", **SMALL["ensemble"]).eval()
+    a, b = torch.randn(1, 120, 80), torch.randn(1, 75, 80)
+    with torch.inference_mode():
+        joined = [model(x, torch.ones(1, x.shape[1], dtype=torch.bool)).embedding[0] for x in (a, b)]
+        members = [
+            [m(x, torch.ones(1, x.shape[1], dtype=torch.bool)).embedding[0] for x in (a, b)] for m in model.members
+        ]
+    assert joined[0].shape == (384,) and model.embed_dim == 384
+    torch.testing.assert_close(joined[0].norm(), torch.tensor(1.0))
+    member_cosines = [torch.nn.functional.cosine_similarity(x, y, dim=0) for x, y in members]
+    torch.testing.assert_close(joined[0] @ joined[1], sum(member_cosines) / 2)
+
+
+def test_ensemble_needs_two_plain_members():
+    with pytest.raises(ValueError, match="at least two"):
+        build_encoder("ensemble", members=[{"name": "ecapa_tdnn", "channels": 32}])
+    with pytest.raises(ValueError, match="plain encoders"):
+        build_encoder("ensemble", members=[{"name": "ensemble", "members": []}, {"name": "ecapa_tdnn"}])

@@ -209,6 +209,17 @@ def test_int8_export_names_both_files_and_auto_prefers_int8(int8_checkpoint: Pat
     assert SpeakerEncoder.from_pretrained(int8_checkpoint, device="cpu", backend="onnx").backend == "onnx"
 
 
+def test_int8_keeps_each_first_layer_fp32_and_quantises_every_other_convolution(int8_checkpoint: Path):
+    onnx = pytest.importorskip("onnx")
+    graph = onnx.load(str(int8_checkpoint / INT8_FILE)).graph
+    dequantised = {out for node in graph.node if node.op_type == "DequantizeLinear" for out in node.output}
+    convs = {node.name: node.input[0] in dequantised for node in graph.node if node.op_type == "Conv"}
+    first = {name for name in convs if "/layer1/" in name}
+    members = len(json.loads((int8_checkpoint / "config.json").read_text())["encoder"].get("members", [None]))
+    assert len(first) == members and not any(convs[name] for name in first)
+    assert all(quantised for name, quantised in convs.items() if name not in first)
+
+
 def test_int8_embeds_real_clips_close_to_torch(int8_checkpoint: Path, speech_clips):
     assert_real_clips_embed_as_torch_does(
         int8_checkpoint, speech_clips, "onnx-int8", min_cosine=MIN_INT8_COSINE, atol=1e-3

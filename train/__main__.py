@@ -1,4 +1,4 @@
-"""``python -m train fit | evaluate | calibrate | export | predict | push`` — see ``python -m train <command> --help``.
+"""``python -m train fit | evaluate | calibrate | export | ensemble | predict | push``: see ``--help`` of each.
 
 The command line only: each command's options and work live in its module (``add_arguments`` and
 ``run``); here they are wired up, and the errors a user can fix become one line and exit status 2.
@@ -11,7 +11,7 @@ import sys
 
 from speakerdemo.encoder import CheckpointError
 
-from . import calibrate, evaluate, export, hub, loop, predict
+from . import calibrate, ensemble, evaluate, export, hub, loop, predict
 from .checkpoints import StateError
 from .config import ConfigError
 from .data import DataError
@@ -21,6 +21,7 @@ COMMANDS = {
     "evaluate": (evaluate, "EER/minDCF on a trial list; identification accuracy"),
     "calibrate": (calibrate, "one threshold for every recording condition, stored in the checkpoint"),
     "export": (export, "the encoder network as model.onnx for ONNX Runtime, checked against torch"),
+    "ensemble": (ensemble, "join checkpoints trained apart into one whose score is the mean of theirs"),
     "predict": (predict, "HW4 test set -> Kaggle submission CSV (full-length utterances)"),
     "push": (hub, "checkpoint folder -> Hugging Face Hub repo, with a model card"),
 }

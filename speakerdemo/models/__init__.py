@@ -6,6 +6,7 @@ from torch import nn
 
 from .conformer import ConformerEncoder
 from .ecapa_tdnn import EcapaTdnn
+from .ensemble import EnsembleEncoder
 from .output import EncoderOutput
 from .transformer import TransformerEncoder
 
@@ -13,6 +14,7 @@ ENCODERS: dict[str, type[nn.Module]] = {
     "transformer": TransformerEncoder,
     "conformer": ConformerEncoder,
     "ecapa_tdnn": EcapaTdnn,
+    "ensemble": EnsembleEncoder,
 }
 
 # Named sizes, so a config can say {"name": "ecapa_tdnn", "preset": "512"}.
