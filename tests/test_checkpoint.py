@@ -19,10 +19,11 @@ REPO = Path(__file__).resolve().parent.parent
 CHECKPOINT = REPO / "checkpoints" / "ecapa-speechocean"
 RECIPE = REPO / "train" / "configs" / "ecapa-speechocean.yaml"
 SAMPLE_TRIALS = 200  # the first 200 of speechocean762/trials_test.txt (test speakers only)
-SAMPLE_EER_BOUND = 0.10  # full-list EER is in the model card; 200 trials are a noisy estimate of it
+SAMPLE_EER_BOUND = 0.06  # measured 3.00 % on these 200 (full list 3.90 %, the card); 200 trials are a noisy estimate
 MAX_FAR = 0.05  # `python -m train calibrate --max-far`: every dev condition keeps to it
 TEST_SPEAKERS = 10  # test-half LibriSpeech speakers (never trained on, never calibrated on)
-FAR_BOUND = 0.15  # measured 2.5 / 8.1 / 1.9 % on these 10 speakers, 5.0 / 8.4 / 3.4 % on all 24 (the suite)
+# Issue 13's bar; measured 2.4 / 4.3 / 0.9 % on these 10 speakers, 4.1 / 6.3 / 2.4 % on all 24 (the suite).
+FAR_BOUND = 0.10
 
 
 @pytest.fixture(scope="module")

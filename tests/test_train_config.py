@@ -79,7 +79,7 @@ def test_a_file_naming_another_component_does_not_inherit_the_defaults_options(t
     [
         (
             "encoder.name=resnet",
-            "Unknown encoder 'resnet'; choose one of \\['conformer', 'ecapa_tdnn', 'transformer'\\]",
+            "Unknown encoder 'resnet'; choose one of \\['conformer', 'ecapa_tdnn', 'ensemble', 'transformer'\\]",
         ),
         ("head.name=arcface", "Unknown head 'arcface'; choose one of \\['aam_softmax', 'am_softmax', 'softmax'\\]"),
         ("schedule.name=linear", "Unknown schedule 'linear'; choose one of \\['cosine', 'step'"),
@@ -184,7 +184,15 @@ def test_the_shipped_checkpoint_recipe_file_is_the_old_command() -> None:
     for cfg in (recipe, old):
         augment = AugmentConfig(**cfg["augment"])
         assert augment.waveform_components() == [] and (augment.spec_freq_mask, augment.spec_time_mask) == (0, 0)
+
+
+def test_the_shipped_checkpoint_joins_the_networks_its_two_recipes_describe() -> None:
+    """The shipped checkpoint is an ensemble: member 0 is what ecapa-speechocean.yaml trains,
+    member 1 what ecapa_speechocean_distill_speeds.yaml trains, both on the shipped front end."""
     shipped = json.loads((SHIPPED / "config.json").read_text())
-    assert {part: recipe[part] for part in ("frontend", "encoder", "head")} == {
-        part: shipped[part] for part in ("frontend", "encoder", "head")
-    }
+    recipes = [
+        load_config(RECIPES / name, []) for name in ("ecapa-speechocean.yaml", "ecapa_speechocean_distill_speeds.yaml")
+    ]
+    assert shipped["encoder"]["name"] == "ensemble" and shipped["head"] is None
+    assert shipped["encoder"]["members"] == [recipe["encoder"] for recipe in recipes]
+    assert all(recipe["frontend"].items() <= shipped["frontend"].items() for recipe in recipes)
