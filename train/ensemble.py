@@ -34,11 +34,10 @@ def join(members: list[SpeakerEncoder]) -> SpeakerEncoder:
     if len(members) < 2:
         raise CheckpointError("an ensemble joins two checkpoints or more")
     first = members[0]
-    for other in members[1:]:
-        if other.frontend.config != first.frontend.config:
-            raise CheckpointError("the checkpoints have different front ends; an ensemble feeds them the same features")
-        if other.encoder_config.get("name") == "ensemble" or first.encoder_config.get("name") == "ensemble":
-            raise CheckpointError("join plain checkpoints: an ensemble cannot be a member")
+    if any(m.frontend.config != first.frontend.config for m in members[1:]):
+        raise CheckpointError("the checkpoints have different front ends; an ensemble feeds them the same features")
+    if any(m.encoder_config.get("name") == "ensemble" for m in members):
+        raise CheckpointError("join plain checkpoints: an ensemble cannot be a member")
     joined = SpeakerEncoder(
         frontend=first.frontend.config.to_dict(),
         encoder={"name": "ensemble", "members": [m.encoder_config for m in members]},

@@ -189,18 +189,20 @@ def eval_results(metrics: dict) -> list[EvalResult]:
     return results
 
 
+def _settings(encoder: dict) -> str:
+    """An encoder config's settings but its name, as ``key=value, ...`` in key order."""
+    return ", ".join(f"{key}={value}" for key, value in sorted(encoder.items()) if key != "name")
+
+
 def architecture_section(config: dict, counts: dict[str, int]) -> str:
     """Encoder, front end, head and calibration as config.json describes them."""
     encoder = dict(config.get("encoder") or {})
     encoder_name = encoder.pop("name", "unknown")
     members = encoder.pop("members", None) if encoder_name == "ensemble" else None
-    options = ", ".join(f"{key}={value}" for key, value in sorted(encoder.items())) or "default sizes"
+    options = _settings(encoder) or "default sizes"
     if members:  # an ensemble (python -m train ensemble): say what each member is
-        options = "of " + "; ".join(
-            f"`{m.get('name', 'unknown')}` ({', '.join(f'{k}={v}' for k, v in sorted(m.items()) if k != 'name')})"
-            for m in members
-        )
-        options += "; the score is the mean of the members' cosines"
+        described = "; ".join(f"`{m.get('name', 'unknown')}` ({_settings(m)})" for m in members)
+        options = f"of {described}; the score is the mean of the members' cosines"
     try:
         fe = FrontEndConfig(**(config.get("frontend") or {}))
     except TypeError as err:
