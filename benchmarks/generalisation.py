@@ -14,9 +14,10 @@ half of them only (``train.condition_trials.dev_test_split``: ``python -m train 
 a checkpoint's threshold on the dev half). The threshold is a checkpoint's own (config.json); for
 Resemblyzer, which ships no threshold, its EER threshold on speechocean762 measured in this run.
 Checkpoints embed as ``python -m train evaluate`` does (whole clip, no speech gate) and score as
-the app does: the cosine less the checkpoint's shift for the pair's kind of clip as the app
-detects it (phone band, short; none for a checkpoint calibrated without shifts). Resemblyzer embeds
-as ``embed_utterance(preprocess_wav(wav))`` and scores by cosine.
+the app does: the cosine, normalised against the checkpoint's cohort where it has one, less the
+checkpoint's shift for the pair's kind of clip as the app detects it (phone band, short; none for
+a checkpoint calibrated without shifts or with a cohort). Resemblyzer embeds as
+``embed_utterance(preprocess_wav(wav))`` and scores by cosine.
 """
 
 from __future__ import annotations
@@ -94,13 +95,13 @@ def speechocean(corpus: Path, max_trials: int | None) -> tuple[list[np.ndarray],
 
 # ----------------------------------------------------------------------------- models
 def checkpoint_scorer(encoder: SpeakerEncoder) -> Scorer:
-    """Scores as the app makes them: each pair's cosine less the checkpoint's shift for the pair's
-    kind of clip as the app detects it (:func:`speakerdemo.conditions.pair_conditions`)."""
+    """Scores as the app makes them: each pair's score (the cosine, normalised against the
+    checkpoint's cohort when it has one) less the checkpoint's shift for the pair's kind of clip as
+    the app detects it (:func:`speakerdemo.conditions.pair_conditions`)."""
 
     def score(wavs: list[np.ndarray], first: np.ndarray, second: np.ndarray) -> np.ndarray:
         embeddings = embed_clips(encoder, [(SAMPLE_RATE, w) for w in wavs], desc="clips")
-        vectors = np.stack([e.vector for e in embeddings])
-        scores = cosine(vectors, vectors)[first, second]
+        scores = encoder.pair_scores(np.stack([e.vector for e in embeddings]), first, second)
         if encoder.calibration is None:
             return scores
         return encoder.calibration.adjusted(scores, list(pair_conditions(embeddings, first, second)))

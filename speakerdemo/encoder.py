@@ -1,7 +1,8 @@
 """SpeakerEncoder: audio -> features -> model -> Embedding. The one object the app and scripts use.
 
 A checkpoint is a folder (or Hub repo) with ``config.json`` (front end, encoder, head, class
-names, calibration) and ``model.safetensors``; nothing is ever unpickled.
+names, calibration) and ``model.safetensors``, and optionally its exported networks and its score
+cohort (``cohort.safetensors``); nothing is ever unpickled.
 """
 
 from __future__ import annotations
@@ -31,11 +32,12 @@ from .audio import (
     speech_regions,
     speech_seconds,
 )
+from .cohort import Cohort
 from .features import FrontEnd, FrontEndConfig, pad_frames
 from .losses import build_head
 from .models import build_encoder
 from .onnx_runtime import OnnxError, OnnxNetwork, exported_files, onnx_runtime_available
-from .scoring import Calibration, cosine
+from .scoring import Calibration, pair_cosines
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -158,6 +160,7 @@ class SpeakerEncoder(
         calibration: dict | None = None,
         window_seconds: float = 20.0,
         onnx: dict | None = None,
+        cohort: dict | None = None,
     ) -> None:
         super().__init__()
         self.frontend = FrontEnd(FrontEndConfig(**(frontend or {})))
@@ -176,6 +179,8 @@ class SpeakerEncoder(
         self.onnx: OnnxNetwork | None = None  # the exported network, when from_pretrained loaded it
         self.onnx_int8 = False  # whether that network is the int8 copy
         self.onnx_files: dict[str, bytes] = {}  # every exported file config.json names, to save again
+        self.cohort_config = dict(cohort) if cohort else None  # config.json's entry, until from_pretrained reads it
+        self.cohort: Cohort | None = None  # the score cohort, when the checkpoint has one
 
     # ----------------------------------------------------------------- checkpoints
     def config(self) -> dict[str, Any]:
@@ -188,11 +193,16 @@ class SpeakerEncoder(
             "calibration": self.calibration.to_dict() if self.calibration else None,
             "window_seconds": self.window_seconds,
             "onnx": self.onnx_config if self.onnx is not None else None,
+            "cohort": self.cohort.config() if self.cohort is not None else None,
         }
 
     def save_pretrained(self, save_directory: str | Path, **kwargs: Any) -> str | None:
         """Write config.json (with the *current* calibration) and model.safetensors, and the
-        exported networks when they were loaded with the checkpoint (config.json names them only then)."""
+        exported networks when they were loaded with the checkpoint (config.json names them only then),
+        and the score cohort when there is one."""
+        if self.cohort is not None:
+            Path(save_directory).mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(Path(save_directory) / self.cohort.config()["file"], self.cohort.to_bytes())
         result = super().save_pretrained(save_directory, config=self.config(), **kwargs)
         if self.onnx is not None:
             for name, data in self.onnx_files.items():
@@ -233,6 +243,7 @@ class SpeakerEncoder(
             # config.json is untrusted input: not JSON, not UTF-8, not an object, unknown names, bad sizes.
             raise CheckpointError(f"{source}/{CONFIG_FILE} does not describe a speakerdemo model: {err}") from err
         model = model.to(resolve_device(device)).eval()
+        model._load_cohort(pretrained_model_name_or_path, **kwargs)
         if backend != "torch" and model.device.type == "cpu":
             model._load_onnx(pretrained_model_name_or_path, backend, **kwargs)
         return model
@@ -254,7 +265,7 @@ class SpeakerEncoder(
                 raise CheckpointError(f"backend={backend!r} needs onnxruntime (pip install onnxruntime).")
             return
         names = exported_files(self.onnx_config)
-        files = {name: self._read_exported(source, name, **kwargs) for name in names}
+        files = {name: self._read_file(source, name, **kwargs) for name in names}
         name = names[-1 if int8 else 0]
         try:
             network = OnnxNetwork(files[name], name)
@@ -262,11 +273,30 @@ class SpeakerEncoder(
             raise CheckpointError(str(err)) from err
         self.use_onnx(network, self.onnx_config, files, int8=int8)
 
+    def _load_cohort(self, source: str | Path, **kwargs: Any) -> None:
+        """Read the score cohort that config.json names, if it names one."""
+        if not self.cohort_config:
+            return
+        if not isinstance(self.cohort_config.get("file"), str):
+            raise CheckpointError(f"{source}/{CONFIG_FILE}: the cohort entry must name its file.")
+        try:
+            self.cohort = Cohort.from_bytes(
+                self._read_file(source, self.cohort_config["file"], **kwargs), self.cohort_config
+            )
+        except ValueError as err:
+            raise CheckpointError(f"{source}: {err}") from err
+        if self.cohort.dim != self.model.embed_dim:
+            raise CheckpointError(
+                f"{source}: the cohort's vectors have {self.cohort.dim} dimensions, "
+                f"the encoder's {self.model.embed_dim}."
+            )
+
     @staticmethod
-    def _read_exported(source: str | Path, name: str, **kwargs: Any) -> bytes:
-        """The bytes of an exported file of a local checkpoint or a Hub repo."""
+    def _read_file(source: str | Path, name: str, **kwargs: Any) -> bytes:
+        """The bytes of a file that config.json names (an exported network, the cohort) of a local
+        checkpoint or a Hub repo."""
         if Path(name).name != name:
-            raise CheckpointError(f"config.json names the ONNX file {name!r}: a file name inside the checkpoint.")
+            raise CheckpointError(f"config.json names the file {name!r}: it must be a file name inside the checkpoint.")
         if Path(source).is_dir():
             path = Path(source) / name
         else:
@@ -411,10 +441,26 @@ class SpeakerEncoder(
         return self._windows(self._prepare(wav, 0.0))
 
     def score(self, a: Embedding | np.ndarray, b: Embedding | np.ndarray) -> float:
-        """Cosine similarity of two embeddings (or vectors), by :func:`speakerdemo.scoring.cosine`."""
+        """The score of two embeddings (or vectors) that :attr:`threshold` applies to
+        (:meth:`pair_scores`)."""
         va = a.vector if isinstance(a, Embedding) else a
         vb = b.vector if isinstance(b, Embedding) else b
-        return float(cosine(va, vb))
+        if np.shape(va) != np.shape(vb):
+            raise ValueError(f"Embedding sizes differ: {np.shape(va)} vs {np.shape(vb)}.")
+        return float(self.pair_scores(np.stack([va, vb]), [0], [1])[0])
+
+    def pair_scores(self, vectors: np.ndarray, first: Sequence[int], second: Sequence[int]) -> np.ndarray:
+        """Scores of the pairs ``(vectors[first[i]], vectors[second[i]])``: their cosine, normalised
+        against the checkpoint's cohort when it has one (:class:`speakerdemo.cohort.Cohort`), so
+        that strangers score alike whatever the clips. Each clip meets the cohort once, however
+        many pairs it is in."""
+        v = np.atleast_2d(np.asarray(vectors, dtype=np.float64))
+        i, j = np.asarray(first, dtype=np.int64), np.asarray(second, dtype=np.int64)
+        cosines = pair_cosines(v[i], v[j])
+        if self.cohort is None:
+            return cosines
+        mean, std = self.cohort.stats(v)
+        return self.cohort.normalise(cosines, (mean[i], std[i]), (mean[j], std[j]))
 
     def classify(self, embedding: Embedding, top_k: int = 5) -> list[tuple[str, float]]:
         """Top-k training speakers with probabilities, for checkpoints with a classifier head.

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,7 +42,7 @@ _NORM_TOLERANCE = 1e-3
 
 @dataclass(frozen=True)
 class Match:
-    """One enrolled speaker and its cosine score against a query."""
+    """One enrolled speaker and its score against a query."""
 
     name: str
     score: float
@@ -178,13 +178,20 @@ class Gallery:
         mean = self._clips[key].astype(np.float64).mean(axis=0)
         return mean / np.linalg.norm(mean)
 
-    def rank(self, query: np.ndarray, top_k: int = 5, threshold: float = 0.5, shift: float = 0.0) -> Ranking:
-        """The ``top_k`` speakers whose centroids are most cosine-similar to ``query``.
+    def rank(
+        self,
+        query: np.ndarray,
+        top_k: int = 5,
+        threshold: float = 0.5,
+        score: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
+    ) -> Ranking:
+        """The ``top_k`` speakers whose centroids score highest against ``query``.
 
-        Scores are cosines less ``shift``: a calibration's shift for the query's kind of clip
-        (:meth:`speakerdemo.scoring.Calibration.adjusted`), so that a phone-band or short query
-        meets the threshold on the same footing as a clean one. Equal scores keep enrolment order,
-        so rankings are deterministic.
+        ``score(query, centroids)`` gives the scores of the unit query (D,) against the speakers'
+        unit centroids (K, D); by default their cosines. The app passes the checkpoint's own
+        scoring (cohort normalisation, a calibration's shift for the query's kind of clip), so that
+        a phone-band or short query meets the threshold on the same footing as a clean one. Equal
+        scores keep enrolment order, so rankings are deterministic.
         """
         if top_k < 1:
             raise ValueError(f"top_k must be at least 1, got {top_k}.")
@@ -192,7 +199,8 @@ class Gallery:
         if not self._clips:
             return Ranking(matches=[], threshold=threshold)
         names = self.names()
-        scores = cosine(np.stack([self._centroid(n) for n in names]), q) - shift
+        centroids = np.stack([self._centroid(n) for n in names])
+        scores = np.asarray(cosine(centroids, q) if score is None else score(q, centroids), dtype=np.float64)
         order = np.argsort(-scores, kind="stable")[:top_k]
         return Ranking(matches=[Match(names[i], float(scores[i])) for i in order], threshold=threshold)
 

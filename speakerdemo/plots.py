@@ -18,6 +18,9 @@ TARGET_COLOUR = "#2e7d32"
 NONTARGET_COLOUR = "#c62828"
 MAX_PLOT_FRAMES = 1500
 
+# A checkpoint with a score cohort normalises the cosine; one without may shift it per kind of clip.
+SCORE_AXIS = "score: cosine similarity, normalised against the model's cohort or less the shift for the kind of clip"
+
 
 def _decimate(emb: Embedding) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Thin long clips for the browser; attention is summed per kept frame so its total stays 1."""
@@ -128,7 +131,7 @@ def score_distribution_figure(calibration: Calibration | None, score: float, thr
         _marker(score, f"this pair {score:.3f}", {"color": "#1565c0", "width": 3}),
     ]
     trials = f" ({calibration.trials})" if calibration is not None and calibration.trials else ""
-    xaxis: dict = {"title": {"text": "score: cosine similarity, less the shift for the kind of clip"}}
+    xaxis: dict = {"title": {"text": SCORE_AXIS}}
     if calibration is None:  # no bars to fit: keep the cosine axis instead of autoranging on the annotations
         xaxis["range"] = [-1.05, 1.05]
     return go.Figure(
@@ -166,7 +169,7 @@ def ranking_figure(ranking: Ranking) -> go.Figure:
         ],
         layout={
             "title": {"text": f"Best match: {ranking.best}"},
-            "xaxis": {"title": {"text": "score: cosine similarity, less the shift for the kind of clip"}},
+            "xaxis": {"title": {"text": SCORE_AXIS}},
             "shapes": [line],
             "annotations": [label],
             "height": 120 + 40 * max(1, len(names)),

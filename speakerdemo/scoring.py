@@ -18,7 +18,7 @@ from numpy.typing import ArrayLike
 
 from speakerdemo.metrics import compute_eer, compute_min_dcf, det_curve, threshold_at_far
 
-__all__ = ["Calibration", "adaptive_snorm", "cosine"]
+__all__ = ["Calibration", "adaptive_snorm", "cosine", "pair_cosines"]
 
 
 def _unit_rows(x: np.ndarray, side: str) -> np.ndarray:
@@ -57,6 +57,14 @@ def cosine(a: ArrayLike, b: ArrayLike) -> float | np.ndarray:
     if y.ndim == 1:
         return sims[:, 0]
     return sims
+
+
+def pair_cosines(a: ArrayLike, b: ArrayLike) -> np.ndarray:
+    """Cosine of each row pair ``(a[i], b[i])`` of two (N, D) matrices, clipped to [-1, 1]."""
+    x, y = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if x.ndim != 2 or x.shape != y.shape:
+        raise ValueError(f"pair_cosines expects two (N, D) arrays of one shape, got {x.shape} and {y.shape}.")
+    return np.clip(np.einsum("nd,nd->n", _unit_rows(x, "a"), _unit_rows(y, "b")), -1.0, 1.0)
 
 
 def _top_n_stats(cohort: np.ndarray, top_n: int, side: str) -> tuple[np.ndarray, np.ndarray]:

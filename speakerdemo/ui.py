@@ -18,10 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import gradio as gr
+import numpy as np
 import plotly.graph_objects as go
 
 from .app_state import Models, SharedGallery, read_model_card
 from .audio import MAX_SECONDS, AudioError
+from .cohort import Cohort
 from .conditions import DESCRIPTIONS, clip_condition, pair_condition
 from .encoder import Embedding, SpeakerEncoder
 from .gallery import Gallery, GalleryError
@@ -95,8 +97,9 @@ class Demo:
     def verify(
         self, session: Session, a: Any, b: Any, threshold: float
     ) -> tuple[go.Figure, go.Figure, str, go.Figure, str, float]:
-        """Are clips A and B the same speaker? Both are embedded in one batch. The score is their
-        cosine less the calibration's shift for their kind of clip
+        """Are clips A and B the same speaker? Both are embedded in one batch. The score is the
+        checkpoint's (:meth:`~speakerdemo.encoder.SpeakerEncoder.score`: the cosine, normalised
+        against its cohort when it has one) less the calibration's shift for their kind of clip
         (:func:`~speakerdemo.conditions.pair_condition`); kind and score are kept in the page's
         state so that the threshold slider can redraw the verdict without the model."""
         encoder = self.encoder(session)
@@ -105,7 +108,7 @@ class Demo:
         score = encoder.score(ea, eb)
         if encoder.calibration is not None:
             score = float(encoder.calibration.adjusted(score, condition))
-        text, dist = calibrated_verdict(encoder.calibration, score, threshold, condition)
+        text, dist = calibrated_verdict(encoder.calibration, score, threshold, condition, encoder.cohort)
         warnings = [f"**Clip A:** {w}" for w in clip_warnings(ea)] + [f"**Clip B:** {w}" for w in clip_warnings(eb)]
         report = text + ("\n\n" + "\n\n".join(f"⚠️ {w}" for w in warnings) if warnings else "")
         return spectrogram_figure(ea, "Clip A"), spectrogram_figure(eb, "Clip B"), report, dist, condition, score
@@ -114,7 +117,8 @@ class Demo:
         self, session: Session, score: float | None, condition: str | None, threshold: float
     ) -> tuple[str, go.Figure]:
         """The verdict redrawn for a new threshold (slider changes): no model call."""
-        return calibrated_verdict(self.encoder(session).calibration, score, threshold, condition)
+        encoder = self.encoder(session)
+        return calibrated_verdict(encoder.calibration, score, threshold, condition, encoder.cohort)
 
     # ------------------------------------------------------------------ gallery
     def gallery_of(self, session: Session) -> Gallery:
@@ -174,9 +178,15 @@ class Demo:
         classes = [[name, round(p, 4)] for name, p in encoder.classify(emb, top_k=IDENTIFY_CLASSES)]
         kind = clip_condition(emb)
         shift = encoder.calibration.shifts.get(kind, 0.0) if encoder.calibration else 0.0
-        ranking = gallery.rank(emb.vector, top_k=int(top_k), threshold=threshold, shift=shift)
+
+        def score(query: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+            others = np.arange(1, len(centroids) + 1)
+            return encoder.pair_scores(np.vstack([query, centroids]), np.zeros_like(others), others) - shift
+
+        ranking = gallery.rank(emb.vector, top_k=int(top_k), threshold=threshold, score=score)
         best = ranking.matches[0]
-        text = f"## {ranking.best}\n\nBest match **{best.name}** with {score_words(best.score, shift, kind)} "
+        words = score_words(best.score, shift, kind, encoder.cohort)
+        text = f"## {ranking.best}\n\nBest match **{best.name}** with {words} "
         text += f"(threshold {threshold:.3f})."
         if ranking.best == "unknown":
             text += " Below the threshold, so the speaker is reported as **unknown**."
@@ -222,15 +232,32 @@ class Demo:
         table, figure = self.gallery_view(session)  # one snapshot: the count matches the table
         return session, table, figure, f"Loaded {len(table)} speaker(s)."
 
-    def switch_model(self, session: Session, model: str) -> tuple[Session, float, str, list[list], go.Figure]:
-        """A new model makes the session's gallery meaningless: start it afresh, reset the threshold."""
+    def switch_model(self, session: Session, model: str) -> tuple[Session, gr.Slider, str, list[list], go.Figure]:
+        """A new model makes the session's gallery meaningless: start it afresh, reset the threshold
+        slider to the model's default and its score range."""
         fresh = Session(model)
         encoder = self.encoder(fresh)
-        return (fresh, encoder.threshold, read_model_card(self.models.choices[model]), *self.gallery_view(fresh))
+        slider = gr.Slider(*threshold_range(encoder), value=encoder.threshold)
+        return (fresh, slider, read_model_card(self.models.choices[model]), *self.gallery_view(fresh))
 
 
-def score_words(score: float, shift: float, kind: str | None) -> str:
-    """How a verdict names its score: the cosine, or the cosine less the shift for the kind of clip."""
+def threshold_range(encoder: SpeakerEncoder) -> tuple[float, float]:
+    """The threshold slider's range: a cosine's [-1, 1], or, for scores normalised against a cohort
+    (unbounded), whole numbers around every score the calibration saw."""
+    if encoder.cohort is None or encoder.calibration is None:
+        return -1.0, 1.0
+    seen = encoder.calibration.thresholds
+    return float(min(-1, np.floor(seen[0]))), float(max(1, np.ceil(seen[-1])))
+
+
+def score_words(score: float, shift: float, kind: str | None, cohort: Cohort | None = None) -> str:
+    """How a verdict names its score: the cosine, the cosine less the shift for the kind of clip,
+    or the cosine normalised against the checkpoint's cohort."""
+    if cohort is not None:
+        return (
+            f"score **{score:.3f}** (the cosine similarity normalised against {len(cohort.vectors)} cohort "
+            "clips of other speakers: about how many spreads it lies above the closest strangers' scores)"
+        )
     if not shift:
         return f"cosine similarity **{score:.3f}**"
     return (
@@ -240,7 +267,11 @@ def score_words(score: float, shift: float, kind: str | None) -> str:
 
 
 def calibrated_verdict(
-    calibration: Calibration | None, score: float | None, threshold: float, condition: str | None = None
+    calibration: Calibration | None,
+    score: float | None,
+    threshold: float,
+    condition: str | None = None,
+    cohort: Cohort | None = None,
 ) -> tuple[str, go.Figure]:
     """Decision and error rates for a score at a threshold, from the checkpoint's calibration alone.
 
@@ -253,7 +284,7 @@ def calibrated_verdict(
         return "Give two clips and press **Verify**.", score_distribution_figure(calibration, 0.0, threshold)
     same = score >= threshold
     shift = calibration.shifts.get(condition, 0.0) if calibration is not None and condition else 0.0
-    words = score_words(score, shift, condition)
+    words = score_words(score, shift, condition, cohort)
     lines = [
         f"## {'✅ Same speaker' if same else '❌ Different speakers'}",
         f"{words[0].upper()}{words[1:]} against threshold **{threshold:.3f}**.",
@@ -361,8 +392,7 @@ def build_demo(demo: Demo) -> gr.Blocks:
                 scale=3,
             )
             threshold = gr.Slider(
-                -1.0,
-                1.0,
+                *threshold_range(encoder),
                 value=round(encoder.threshold, 3),
                 step=0.001,
                 scale=4,

@@ -21,6 +21,7 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import numpy as np
 import pytest
 import soundfile as sf
 import soxr
@@ -44,10 +45,11 @@ CHROMIUM_ARGS = [
 STARTUP_SECONDS = 240
 TIMEOUT_MS = 90_000  # generous: the machine may be busy with training
 RECORD_SECONDS = 3.0
-# "Cosine similarity 0.71 against threshold 0.30", or with a kind of clip's shift:
-# "Score 0.52 (the cosine similarity 0.71 less 0.19 for clips with under 2 s of speech) against threshold 0.30"
+# "Cosine similarity 0.71 against threshold 0.30", with a kind of clip's shift
+# "Score 0.52 (the cosine similarity 0.71 less 0.19 for clips with under 2 s of speech) against threshold 0.30",
+# or normalised against the checkpoint's cohort:
+# "Score 1.52 (the cosine similarity normalised ...) against threshold 0.06"
 SCORE = re.compile(r"(?:Cosine similarity|Score)\s+(-?\d+\.\d+)(?:\s+\([^)]*\))?\s+against threshold\s+(-?\d+\.\d+)")
-COSINE = re.compile(r"[Cc]osine similarity\s+(-?\d+\.\d+)")
 
 expect.set_options(timeout=TIMEOUT_MS)
 
@@ -357,12 +359,11 @@ def test_microphone_recording(page, speech_clips, tmp_path):
     record(page, "Clip A")
     upload_audio(page, "Clip B", speech_clips[next(iter(speech_clips))][0])
     score, threshold, text, seconds = verify(page)
-    cosine = float(COSINE.search(text).group(1))
     print(
-        f"\nrecorded clip of speaker 1 vs an uploaded clip of speaker 1: score {score:.3f}, cosine {cosine:.3f} "
+        f"\nrecorded clip of speaker 1 vs an uploaded clip of speaker 1: score {score:.3f} "
         f"(threshold {threshold:.3f}), {seconds:.2f} s"
     )
-    assert -1.0 <= cosine <= 1.0
+    assert np.isfinite(score) and "cosine similarity" in text.lower()
     shot(page, tmp_path, "10-verify-recording")
 
 

@@ -400,12 +400,20 @@ def good_clip() -> tuple[int, np.ndarray]:
 
 
 def check_verify(result: tuple, demo: Demo) -> None:
-    """A verdict, a detected kind of clip, and a finite score: a cosine less at most the largest shift."""
+    """A verdict, a detected kind of clip, and a finite score in the range the scoring allows: a
+    cosine less at most the largest shift, or, normalised against a cohort, a cosine s in [-1, 1]
+    with each clip's mean at least the floor m and spread at least the floor d, so that
+    (s - mean) / spread lies in [-2 / d, (1 - m) / d]."""
     spec_a, spec_b, report, dist, kind, score = result
-    calibration = demo.models.get(None).calibration
-    bound = 1.001 + max(map(abs, calibration.shifts.values()), default=0.0) if calibration else 1.001
+    encoder = demo.models.get(None)
+    calibration, cohort = encoder.calibration, encoder.cohort
+    shift = max(map(abs, calibration.shifts.values()), default=0.0) if calibration else 0.0
+    if cohort is None:
+        low, high = -1.001 - shift, 1.001 + shift
+    else:
+        low, high = -2.0 / cohort.std_floor - shift, (1.0 - cohort.mean_floor) / cohort.std_floor + shift
     assert isinstance(report, str) and report and kind in DETECTED
-    assert isinstance(score, float) and math.isfinite(score) and -bound <= score <= bound
+    assert isinstance(score, float) and math.isfinite(score) and low - 1e-6 <= score <= high + 1e-6
 
 
 def test_app_handlers_never_fail_on_random_arrays(demo: Demo, good_clip: tuple, capsys: pytest.CaptureFixture) -> None:

@@ -62,15 +62,24 @@ def test_rank_orders_by_cosine(gallery):
     assert ranking.threshold == 0.8
 
 
-def test_rank_subtracts_the_shift_of_the_query_kind(gallery):
-    """A calibration's shift for the query's kind of clip lowers every score alike: the order is
-    the same, and a best match that cleared the threshold can fall below it."""
+def test_rank_uses_the_given_scoring(gallery):
+    """The app's scoring (a cohort's normalisation, a shift for the query's kind of clip) replaces
+    the cosine: here the cosine less 0.2 and, for bob only, a bonus that reorders the ranking.
+    The scorer sees the unit query and the unit centroids in enrolment order."""
     query = np.array([1.0, 1.0, 0.0])
+    seen = {}
+
+    def score(q: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+        seen["q"], seen["c"] = q, centroids
+        return centroids @ q - 0.2 + np.array([0.0, 0.3, 0.0])
+
     plain = gallery.rank(query, top_k=3, threshold=0.8)
-    shifted = gallery.rank(query, top_k=3, threshold=0.8, shift=0.2)
-    assert [m.name for m in shifted.matches] == [m.name for m in plain.matches]
-    np.testing.assert_allclose([m.score for m in shifted.matches], [0.72388, 0.50711, -0.2], atol=1e-5)
-    assert plain.best == "alice" and shifted.best == "unknown"
+    scored = gallery.rank(query, top_k=3, threshold=0.8, score=score)
+    np.testing.assert_allclose(seen["q"], query / np.sqrt(2))
+    np.testing.assert_allclose(np.linalg.norm(seen["c"], axis=1), 1.0)
+    assert [m.name for m in scored.matches] == ["bob", "alice", "carol"]
+    np.testing.assert_allclose([m.score for m in scored.matches], [0.80711, 0.72388, -0.2], atol=1e-5)
+    assert plain.best == "alice" and scored.best == "bob"
 
 
 def test_rank_top_k_and_unknown_below_threshold(gallery):

@@ -4,22 +4,27 @@ across them."""
 
 from __future__ import annotations
 
+import csv
 import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from conftest import REPO_ROOT
 from train_helpers import logging_restored
 
 from speakerdemo.audio import SAMPLE_RATE
+from speakerdemo.cohort import COHORT_FILE
 from speakerdemo.conditions import CONDITIONS, NOISY, PHONE, SHORT, WIDEBAND, WORDS
 from speakerdemo.encoder import SpeakerEncoder
 from train.__main__ import main
+from train.cohort import CLIPS_PER_CONDITION
 from train.condition_trials import SEGMENT_SECONDS, dev_test_split, held_out
 from train.condition_trials import condition_trials as build
 from train.config import load_config
+from train.evaluate import embed_arrays
 from train.prepare import load_source
 
 RECIPE = REPO_ROOT / "train" / "configs" / "ecapa-speechocean.yaml"
@@ -109,3 +114,49 @@ def test_calibrate_says_when_the_dev_set_is_too_small(librispeech: Path, tiny_ch
 def test_calibrate_refuses_a_bound_outside_zero_and_one(tiny_checkpoint, capsys):
     assert main(["calibrate", "--checkpoint", str(tiny_checkpoint()), "--recipe", str(RECIPE), "--max-far", "1.5"]) == 2
     assert capsys.readouterr().err == "error: --max-far must lie between 0 and 1, got 1.5.\n"
+
+
+def test_calibrate_with_a_cohort_keeps_one_threshold_for_every_condition(
+    librispeech: Path, tiny_checkpoint, tmp_path: Path
+):
+    """``--cohort``: the recipe's training speakers in every condition are stored as the cohort,
+    its floors are the 10th percentile of the dev clips' cohort statistics, one threshold keeps
+    every condition to the bound (no shifts), and a later calibration without it drops it."""
+    recipe = _small_recipe(librispeech, tmp_path, speakers=60)  # 50 held out, 10 trained on
+    folder = tiny_checkpoint()
+    out = tmp_path / "calibration.json"
+    args = ["calibrate", "--checkpoint", str(folder), "--recipe", str(recipe), "--corpus", str(librispeech)]
+    assert main([*args, "--cohort", "--max-speakers", "12", "--max-far", "0.1", "--output", str(out)]) == 0
+    results = json.loads(out.read_text())
+    encoder = SpeakerEncoder.from_pretrained(folder)
+    cohort = encoder.cohort
+    assert results["cohort"] == json.loads((folder / "config.json").read_text())["cohort"]
+    assert 10 * 3 <= len(cohort.vectors) <= 10 * len(CONDITIONS) * CLIPS_PER_CONDITION
+    assert encoder.calibration.shifts == {WIDEBAND: 0.0}
+    assert all(r["far"] <= 0.1 for r in results["conditions"].values())
+    dev, _ = dev_test_split([u.speaker for u in held_out(recipe, librispeech)])
+    trials = build([u for u in held_out(recipe, librispeech) if u.speaker in dev], max_speakers=12)
+    mean, std = cohort.raw_stats(np.concatenate([embed_arrays(encoder, t.segments) for t in trials.values()]))
+    assert cohort.mean_floor == pytest.approx(np.percentile(mean, 10), abs=2e-3)  # the cohort is stored as float16
+    assert cohort.std_floor == pytest.approx(np.percentile(std, 10), abs=2e-3)
+    assert main([*args, "--max-speakers", "12", "--max-far", "0.1"]) == 0
+    assert SpeakerEncoder.from_pretrained(folder).cohort is None and not (folder / COHORT_FILE).exists()
+
+
+def _small_recipe(librispeech: Path, folder: Path, speakers: int) -> Path:
+    """The shipped recipe on the first ``speakers`` LibriSpeech speakers only (a quick cohort)."""
+    with open(librispeech / "utterances.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    keep = sorted({r["speaker"] for r in rows})[:speakers]
+    manifest = folder / "utterances.csv"
+    with open(manifest, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(r for r in rows if r["speaker"] in keep)
+    cfg = yaml.safe_load(RECIPE.read_text())
+    cfg["data"]["sources"] = [
+        {"type": "manifest", "manifest": str(manifest), "root": str(librispeech), "hold_out_speakers": 50}
+    ]
+    recipe = folder / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump(cfg))
+    return recipe

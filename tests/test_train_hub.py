@@ -12,12 +12,14 @@ from pathlib import Path
 
 import httpx2
 import huggingface_hub
+import numpy as np
 import pytest
 import yaml
 from conftest import tiny_encoder
 from huggingface_hub import CommitInfo, HfApi, ModelCard
 from huggingface_hub.errors import HfHubHTTPError
 
+from speakerdemo.cohort import Cohort
 from speakerdemo.encoder import SpeakerEncoder
 from train.hub import HubError, add_arguments, model_card, push, run, write_model_card
 
@@ -193,6 +195,19 @@ def test_push_uploads_the_exported_network_config_names(checkpoint: Path, hub: l
     (checkpoint / "config.json").write_text(json.dumps({**config, "onnx": {"file": "model.onnx"}}))
     push(checkpoint, "me/ecapa", token="hf_argument")
     assert hub[1]["allow_patterns"] == ["config.json", "model.safetensors", "README.md", "model.onnx"]
+
+
+def test_push_uploads_the_cohort_and_the_card_describes_it(checkpoint: Path, hub: list[dict]) -> None:
+    encoder = SpeakerEncoder.from_pretrained(checkpoint)
+    encoder.cohort = Cohort(np.eye(encoder.model.embed_dim)[:40], top_n=20, mean_floor=0.25, std_floor=0.05)
+    encoder.save_pretrained(checkpoint)
+    push(checkpoint, "me/ecapa", token="hf_argument")
+    assert hub[1]["allow_patterns"] == ["config.json", "model.safetensors", "README.md", "cohort.safetensors"]
+    assert (
+        "- **Score cohort**: `cohort.safetensors`, 40 embeddings of training speakers' clips; a score is the cosine "
+        "normalised against each clip's 20 closest cohort clips (adaptive s-norm; means floored at 0.250, spreads "
+        "at 0.050)." in hub[1]["card"]
+    )
 
 
 def test_push_keeps_a_card_written_before(checkpoint: Path, hub: list[dict]) -> None:

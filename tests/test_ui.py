@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import soxr
+from conftest import tiny_encoder
 
 from speakerdemo.app_state import Models, SharedGallery
 from speakerdemo.audio import SAMPLE_RATE, AudioError
@@ -26,7 +27,7 @@ from speakerdemo.encoder import SPEECH_COLLAR_SECONDS
 from speakerdemo.gallery import Gallery
 from speakerdemo.plots import MAX_PLOT_FRAMES, NONTARGET_COLOUR, SPEECH_FILL, TARGET_COLOUR
 from speakerdemo.scoring import Calibration, cosine
-from speakerdemo.ui import Demo, Session, build_demo, calibrated_verdict
+from speakerdemo.ui import Demo, Session, build_demo, calibrated_verdict, threshold_range
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SR = SAMPLE_RATE
@@ -103,10 +104,11 @@ def test_same_speaker_scores_higher_than_different_speakers(demo, session, speec
         for i in range(3)
     ]
     assert len(same) == 9 and len(different) == 9
-    shifts = demo.encoder(session).calibration.shifts if demo.encoder(session).calibration else {}
-    bound = 1.0 + max(map(abs, shifts.values()), default=0.0)  # a cosine less its kind's shift
-    assert all(-bound <= x <= bound for x in same + different)
-    print(f"\nmean cosine: same speaker {np.mean(same):.3f}, different speakers {np.mean(different):.3f}")
+    encoder = demo.encoder(session)
+    if encoder.cohort is None:  # a cosine less its kind's shift (normalised scores have no such bound)
+        bound = 1.0 + max(map(abs, (encoder.calibration.shifts if encoder.calibration else {}).values()), default=0.0)
+        assert all(-bound <= x <= bound for x in same + different)
+    print(f"\nmean score: same speaker {np.mean(same):.3f}, different speakers {np.mean(different):.3f}")
     assert np.mean(same) > np.mean(different) + 0.05
     # The two speakers of different gender are the clearest case: same pairs beat every cross pair on average.
     s1, s2 = list(clips)[:2]
@@ -119,7 +121,7 @@ def test_verdict_states_score_threshold_and_calibrated_error_rates(
     demo, session, encoder, calibration, speech_clips, spk
 ):
     a, b = speech_clips[spk[0]][:2]
-    threshold = demo.switch_model(session, session.model)[1]  # the slider's default
+    threshold = demo.switch_model(session, session.model)[1].value  # the slider's default
     assert threshold == calibration.threshold
     *_, text, _, kind, score = demo.verify(session, a, b, threshold)
     ea, eb = demo.embed(session, [a, b])
@@ -137,6 +139,19 @@ def test_verdict_states_score_threshold_and_calibrated_error_rates(
         assert f"**{100 * frr:.1f} %** of same-speaker pairs are rejected" in text
     assert ("Same speaker" in text) == (score >= threshold)
     assert ("Different speakers" in text) == (score < threshold)
+
+
+def test_threshold_slider_spans_the_checkpoints_scores(demo, session, encoder):
+    """A cosine's slider runs over [-1, 1]; normalised scores are unbounded, so a checkpoint with a
+    cohort gets whole numbers around every score its calibration saw, its threshold inside."""
+    slider = demo.switch_model(session, session.model)[1]
+    assert (slider.minimum, slider.maximum) == threshold_range(encoder)
+    assert slider.minimum <= encoder.threshold <= slider.maximum
+    if encoder.cohort is not None:
+        seen = encoder.calibration.thresholds
+        assert slider.minimum <= seen[0] and seen[-1] <= slider.maximum
+        assert slider.minimum == int(slider.minimum) and slider.maximum == int(slider.maximum)
+    assert threshold_range(tiny_encoder()) == (-1.0, 1.0)
 
 
 def test_verdict_reads_the_rates_of_the_pairs_kind_of_clip():
@@ -292,10 +307,15 @@ def test_enroll_then_identify(demo, model, encoder, speech_clips, spk):
     query = speech_clips[spk[0]][2]  # a third clip of speaker 1, not enrolled
     text, ranking, classes, emb_map, spec = demo.identify(session, query, encoder.threshold, 5)
     assert text.startswith(f"## {spk[0]}\n") and f"Best match **{spk[0]}**" in text
-    # The score is the cosine to the speaker's centroid less the shift for the query's kind of clip.
+    # The score is the checkpoint's score against the speaker's centroid (the cosine, normalised
+    # against its cohort when it has one) less the shift for the query's kind of clip.
     emb = demo.embed(session, [query])[0]
     shift = encoder.calibration.shifts.get(clip_condition(emb), 0.0) if encoder.calibration else 0.0
-    expected = float(cosine(demo.gallery_of(session).centroid(spk[0]), emb.vector)) - shift
+    centroid = demo.gallery_of(session).centroid(spk[0])
+    expected = encoder.score(centroid, emb.vector) - shift
+    if encoder.cohort is not None:
+        assert expected != pytest.approx(float(cosine(centroid, emb.vector)) - shift, abs=1e-3)
+        assert "normalised against" in text
     assert f"**{expected:.3f}**" in text and ranking.data[0].x[-1] == pytest.approx(expected, abs=1e-5)
     assert ranking.layout.title.text == f"Best match: {spk[0]}"
     assert list(ranking.data[0].y)[::-1] == [spk[0], spk[1]]  # best on top
@@ -305,7 +325,7 @@ def test_enroll_then_identify(demo, model, encoder, speech_clips, spk):
         assert len(classes) == min(5, len(encoder.classes))
         assert all(name in encoder.classes and 0 <= p <= 1 for name, p in classes)
 
-    text, ranking, *_ = demo.identify(session, query, 0.99, 5)
+    text, ranking, *_ = demo.identify(session, query, expected + 1.0, 5)
     assert text.startswith("## unknown\n") and "reported as **unknown**" in text
     assert ranking.layout.title.text == "Best match: unknown"
 

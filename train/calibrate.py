@@ -8,6 +8,11 @@ so that every condition accepts at most ``--max-far`` of its different-speaker p
 (:meth:`speakerdemo.scoring.Calibration.across_conditions`). The checkpoint keeps them with the
 pooled curves and each condition's own, so that the app can shift a pair's score by its kind and
 say what the threshold means for clips like the user's.
+
+With ``--cohort`` the scores are first normalised against a cohort of the recipe's training
+speakers in every condition (:mod:`train.cohort`, :mod:`speakerdemo.cohort`), stored in the
+checkpoint: normalised, strangers score alike in every condition, so one threshold serves all and
+no shift is kept. Without it, any cohort the checkpoint had is dropped.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from speakerdemo.metrics import compute_eer, error_rates
 from speakerdemo.scoring import Calibration
 
 from .checkpoints import atomic_save_pretrained
+from .cohort import build_cohort
 from .condition_trials import condition_trials, dev_test_split, held_out
 from .config import ConfigError
 from .data import DataError
@@ -54,6 +60,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=CONDITIONS,
         help="conditions whose false accepts set the threshold (default: all; the others are measured only)",
     )
+    parser.add_argument(
+        "--cohort",
+        action="store_true",
+        help="normalise scores against a cohort of the recipe's training speakers in every condition "
+        "(stored in the checkpoint) and keep one threshold without shifts",
+    )
     parser.add_argument("--max-speakers", type=int, help="only the first N dev speakers (a quick look)")
     parser.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--output", help="write the per-condition results as JSON here")
@@ -65,19 +77,25 @@ def run(args: argparse.Namespace) -> int:
     if not 0.0 < args.max_far < 1.0:
         raise ConfigError(f"--max-far must lie between 0 and 1, got {args.max_far}.")
     encoder = SpeakerEncoder.from_pretrained(args.checkpoint, device=args.device)
+    encoder.cohort = None
     utts = held_out(args.recipe, args.corpus)
     dev, _ = dev_test_split([u.speaker for u in utts])
-    scored = {}
     conditions = condition_trials([u for u in utts if u.speaker in dev], args.max_speakers)
     speakers = len({s for trials in conditions.values() for s in trials.speakers})
+    embedded = {
+        name: embed_clips(encoder, [(SAMPLE_RATE, w) for w in trials.segments], desc=name)
+        for name, trials in conditions.items()
+    }
+    vectors = {name: np.stack([e.vector for e in embeddings]) for name, embeddings in embedded.items()}
+    if args.cohort:
+        encoder.cohort = build_cohort(encoder, args.recipe).with_floors(np.concatenate(list(vectors.values())))
+    scored, detected = {}, {}
     for name, trials in conditions.items():
-        embeddings = embed_clips(encoder, [(SAMPLE_RATE, w) for w in trials.segments], desc=name)
         first, second = trials.pairs
-        scored[name] = (
-            trials.pair_scores(np.stack([e.vector for e in embeddings])),
-            trials.labels,
-            pair_conditions(embeddings, first, second),
-        )
+        detected[name] = pair_conditions(embedded[name], first, second)
+        # With a cohort every pair votes for the one threshold: normalised, no kind needs a shift.
+        kinds = np.full(len(first), WIDEBAND) if args.cohort else detected[name]
+        scored[name] = (encoder.pair_scores(vectors[name], first, second), trials.labels, kinds)
     try:
         calibration = encoder.calibration = Calibration.across_conditions(
             scored,
@@ -92,6 +110,7 @@ def run(args: argparse.Namespace) -> int:
         "threshold": calibration.threshold,
         "shifts": calibration.shifts,
         "rule": calibration.rule,
+        "cohort": encoder.cohort.config() if encoder.cohort is not None else None,
         "pooled": dict(zip(("far", "frr"), calibration.rates_at(calibration.threshold))),
         "conditions": {},
     }
@@ -100,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
         results["conditions"][name] = {
             "target": int(labels.sum()),
             "nontarget": int((1 - labels).sum()),
-            "kinds": {str(k): int(n) for k, n in zip(*np.unique(kinds, return_counts=True))},
+            "kinds": {str(k): int(n) for k, n in zip(*np.unique(detected[name], return_counts=True))},
             "eer": compute_eer(scores, labels)[0],
             "far": far,
             "frr": frr,

@@ -24,7 +24,7 @@ from speakerdemo.audio import SAMPLE_RATE
 from speakerdemo.encoder import Embedding, SpeakerEncoder
 from speakerdemo.gallery import Gallery
 from speakerdemo.metrics import compute_eer, compute_min_dcf, top_k_accuracy
-from speakerdemo.scoring import Calibration, adaptive_snorm, cosine
+from speakerdemo.scoring import Calibration, adaptive_snorm, cosine, pair_cosines
 
 from .checkpoints import atomic_save_pretrained
 from .data import DataError, Trial, Utterance, folder_source, read_trials, safe_path
@@ -64,9 +64,12 @@ def trial_embeddings(encoder: SpeakerEncoder, trials: list[Trial], root: Path) -
 def trial_scores(
     encoder: SpeakerEncoder, trials: list[Trial], root: Path, embeddings: dict[str, Embedding] | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Cosine score and label of every trial."""
+    """The checkpoint's score (:meth:`SpeakerEncoder.pair_scores`) and the label of every trial."""
     emb = embeddings if embeddings is not None else trial_embeddings(encoder, trials, root)
-    scores = np.array([encoder.score(emb[t.a], emb[t.b]) for t in trials])
+    names = list(emb)
+    index = {name: i for i, name in enumerate(names)}
+    vectors = np.stack([emb[name].vector for name in names])
+    scores = encoder.pair_scores(vectors, [index[t.a] for t in trials], [index[t.b] for t in trials])
     return scores, np.array([t.label for t in trials])
 
 
@@ -117,7 +120,8 @@ class SegmentTrials:
         return cosine(vectors, vectors)[first, second]
 
     def scores(self, encoder: SpeakerEncoder) -> tuple[np.ndarray, np.ndarray]:
-        return self.pair_scores(embed_arrays(encoder, self.segments)), self.labels
+        """The checkpoint's score of every pair (:meth:`SpeakerEncoder.pair_scores`) and its label."""
+        return encoder.pair_scores(embed_arrays(encoder, self.segments), *self.pairs), self.labels
 
 
 def segment_trials(
@@ -171,13 +175,12 @@ def verification_metrics(scores: np.ndarray, labels: np.ndarray, trials: str) ->
 def snorm_scores(
     trials: list[Trial],
     emb: dict[str, Embedding],
-    scores: np.ndarray,
     cohort_dir: Path,
     encoder: SpeakerEncoder,
     top_n: int,
 ) -> np.ndarray:
-    """Adaptive s-norm of the trials' ``scores`` against a cohort folder (one folder per speaker;
-    each speaker's mean embedding is a cohort member)."""
+    """Adaptive s-norm of the trials' cosines against a cohort folder (one folder per speaker;
+    each speaker's mean embedding is a cohort member), in place of any cohort the checkpoint has."""
     cohort_utts = folder_source(cohort_dir)
     embs = embed_clips(encoder, [u.file for u in cohort_utts], desc="cohort")
     speakers = sorted({u.speaker for u in cohort_utts})
@@ -186,7 +189,7 @@ def snorm_scores(
     )
     a = np.stack([emb[t.a].vector for t in trials])
     b = np.stack([emb[t.b].vector for t in trials])
-    return adaptive_snorm(scores, cosine(a, centres), cosine(b, centres), top_n)
+    return adaptive_snorm(pair_cosines(a, b), cosine(a, centres), cosine(b, centres), top_n)
 
 
 def identification(encoder: SpeakerEncoder, root: Path, per_speaker: int, seed: int) -> dict:
@@ -258,7 +261,7 @@ def run(args: argparse.Namespace) -> int:
         scores, labels = trial_scores(encoder, trials, root, embeddings)
         results.update(verification_metrics(scores, labels, args.trials))
         if args.cohort:
-            normed = snorm_scores(trials, embeddings, scores, Path(args.cohort), encoder, args.cohort_top_n)
+            normed = snorm_scores(trials, embeddings, Path(args.cohort), encoder, args.cohort_top_n)
             results["snorm"] = verification_metrics(normed, labels, args.trials)
         if args.calibrate:
             encoder.calibration = Calibration.from_scores(scores, labels, trials=trial_list_name(args.trials))

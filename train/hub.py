@@ -237,6 +237,13 @@ def architecture_section(config: dict, counts: dict[str, int]) -> str:
                 "- **Score shifts** (subtracted from the cosine of a pair of that kind of clip before it meets "
                 "the threshold): " + ", ".join(f"{kind} {v:+.3f}" for kind, v in sorted(shifts.items())) + "."
             )
+    cohort = config.get("cohort")
+    if cohort:
+        lines.append(
+            f"- **Score cohort**: `{cohort['file']}`, {cohort['size']:,} embeddings of training speakers' clips; "
+            f"a score is the cosine normalised against each clip's {cohort['top_n']} closest cohort clips "
+            f"(adaptive s-norm; means floored at {cohort['mean_floor']:.3f}, spreads at {cohort['std_floor']:.3f})."
+        )
     return "\n".join(lines)
 
 
@@ -372,13 +379,16 @@ def push(
     commit_message: str = DEFAULT_COMMIT_MESSAGE,
 ) -> str:
     """Create (or reuse) the model repo and upload config.json, model.safetensors and README.md,
-    and the exported ONNX networks config.json names (``python -m train export [--int8]``).
+    and the exported ONNX networks (``python -m train export [--int8]``) and the score cohort
+    (``python -m train calibrate --cohort``) that config.json names.
 
     The folder is checked, and a card generated if it has none, before any request is made; the
     token is the argument, else HF_TOKEN, else the ``hf auth login`` cache. Returns the commit URL.
     """
     checkpoint_dir = Path(checkpoint_dir)
-    uploaded = [*UPLOADED, *exported_files(read_config(checkpoint_dir).get("onnx"))]
+    config = read_config(checkpoint_dir)
+    cohort = [config["cohort"]["file"]] if isinstance(config.get("cohort"), dict) else []
+    uploaded = [*UPLOADED, *exported_files(config.get("onnx")), *cohort]
     check_repo_id(repo_id)
     if not has_real_card(checkpoint_dir):
         write_model_card(checkpoint_dir, repo_id=repo_id)
@@ -406,8 +416,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = (
         "Write a model card (README.md) for a checkpoint folder from its config.json and weights plus the "
         "options below, then upload config.json, model.safetensors and README.md (and model.onnx, model.int8.onnx "
-        "after `python -m train export [--int8]`) to a Hub model repo (created if needed). The card is regenerated on "
-        "every call: put hand-written sections in --extra."
+        "after `python -m train export [--int8]`, cohort.safetensors after `python -m train calibrate --cohort`) "
+        "to a Hub model repo (created if needed). The card is regenerated on every call: put hand-written "
+        "sections in --extra."
     )
     parser.add_argument(
         "checkpoint_dir",
