@@ -12,7 +12,7 @@ clean strangers are, and one threshold holds across conditions.
 A clip unlike every cohort clip (a voice or language the cohort lacks) finds only far cohort
 members: its mean is low and its normalised scores would be inflated. ``mean_floor`` and
 ``std_floor`` bound that: no clip is normalised by a smaller mean or spread than those of the
-10th percentile of the calibration clips (:func:`percentile_floors`), so an unfamiliar voice is
+10th percentile of the calibration clips (:meth:`Cohort.with_floors`), so an unfamiliar voice is
 scored no more generously than the familiar ones the threshold was calibrated on.
 
 The cohort travels with its checkpoint as ``cohort.safetensors`` (the unit vectors, float16) with
@@ -27,6 +27,8 @@ import numpy as np
 import safetensors
 import safetensors.numpy
 from numpy.typing import ArrayLike
+
+from .scoring import top_n_stats
 
 COHORT_FILE = "cohort.safetensors"
 TOP_N = 50
@@ -72,26 +74,16 @@ class Cohort:
         if v.shape[1] != self.dim:
             raise ValueError(f"Embedding size {v.shape[1]} does not match the cohort's {self.dim}.")
         v = v / np.linalg.norm(v, axis=1, keepdims=True)
-        n = min(self.top_n, len(self.vectors))
-        means, stds = [], []
-        for start in range(0, len(v), _CHUNK):
-            scores = (v[start : start + _CHUNK] @ self.vectors.T).astype(np.float64)
-            top = np.partition(scores, scores.shape[1] - n, axis=1)[:, -n:]
-            means.append(top.mean(axis=1))
-            stds.append(top.std(axis=1))
-        return np.concatenate(means), np.concatenate(stds)
+        parts = [
+            top_n_stats((v[start : start + _CHUNK] @ self.vectors.T).astype(np.float64), self.top_n)
+            for start in range(0, len(v), _CHUNK)
+        ]
+        return np.concatenate([mean for mean, _ in parts]), np.concatenate([std for _, std in parts])
 
     def stats(self, vectors: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`raw_stats`, each raised to its floor (the spread to at least ``MIN_STD``)."""
         mean, std = self.raw_stats(vectors)
         return np.maximum(mean, self.mean_floor), np.maximum(std, max(self.std_floor, MIN_STD))
-
-    def normalise(
-        self, cosines: ArrayLike, first: tuple[np.ndarray, np.ndarray], second: tuple[np.ndarray, np.ndarray]
-    ) -> np.ndarray:
-        """AS-Norm of each pair's cosine, given both clips' :meth:`stats`."""
-        s = np.asarray(cosines, dtype=np.float64)
-        return 0.5 * ((s - first[0]) / first[1] + (s - second[0]) / second[1])
 
     def with_floors(self, calibration_vectors: ArrayLike, percentile: float = FLOOR_PERCENTILE) -> Cohort:
         """This cohort with its floors set at ``percentile`` of the calibration clips' raw stats."""

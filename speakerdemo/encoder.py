@@ -37,7 +37,7 @@ from .features import FrontEnd, FrontEndConfig, pad_frames
 from .losses import build_head
 from .models import build_encoder
 from .onnx_runtime import OnnxError, OnnxNetwork, exported_files, onnx_runtime_available
-from .scoring import Calibration, pair_cosines
+from .scoring import Calibration, pair_cosines, snorm
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -460,7 +460,7 @@ class SpeakerEncoder(
         if self.cohort is None:
             return cosines
         mean, std = self.cohort.stats(v)
-        return self.cohort.normalise(cosines, (mean[i], std[i]), (mean[j], std[j]))
+        return snorm(cosines, (mean[i], std[i]), (mean[j], std[j]))
 
     def classify(self, embedding: Embedding, top_k: int = 5) -> list[tuple[str, float]]:
         """Top-k training speakers with probabilities, for checkpoints with a classifier head.

@@ -18,7 +18,7 @@ from numpy.typing import ArrayLike
 
 from speakerdemo.metrics import compute_eer, compute_min_dcf, det_curve, threshold_at_far
 
-__all__ = ["Calibration", "adaptive_snorm", "cosine", "pair_cosines"]
+__all__ = ["Calibration", "adaptive_snorm", "cosine", "pair_cosines", "snorm", "top_n_stats"]
 
 
 def _unit_rows(x: np.ndarray, side: str) -> np.ndarray:
@@ -67,18 +67,19 @@ def pair_cosines(a: ArrayLike, b: ArrayLike) -> np.ndarray:
     return np.clip(np.einsum("nd,nd->n", _unit_rows(x, "a"), _unit_rows(y, "b")), -1.0, 1.0)
 
 
-def _top_n_stats(cohort: np.ndarray, top_n: int, side: str) -> tuple[np.ndarray, np.ndarray]:
-    """Per-row mean and (population) std of the top_n highest cohort scores."""
-    n = min(top_n, cohort.shape[1])
-    top = np.partition(cohort, cohort.shape[1] - n, axis=1)[:, -n:]
-    mean, std = top.mean(axis=1), top.std(axis=1)
-    flat = np.flatnonzero(std == 0.0)
-    if flat.size:
-        raise ValueError(
-            f"The top {n} {side} cohort scores of trial {int(flat[0])} are all equal; "
-            "AS-Norm cannot divide by a zero spread."
-        )
-    return mean, std
+def top_n_stats(cohort_scores: np.ndarray, top_n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per row of (N, C) cohort scores: mean and (population) std of its ``top_n`` highest
+    (the whole row when ``top_n`` exceeds it)."""
+    n = min(top_n, cohort_scores.shape[1])
+    top = np.partition(cohort_scores, cohort_scores.shape[1] - n, axis=1)[:, -n:]
+    return top.mean(axis=1), top.std(axis=1)
+
+
+def snorm(scores: ArrayLike, first: tuple[np.ndarray, np.ndarray], second: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """Symmetric normalisation of each pair's score by both sides' cohort (mean, std):
+    ``0.5 * ((s - mu_1) / sd_1 + (s - mu_2) / sd_2)``."""
+    s = np.asarray(scores, dtype=np.float64)
+    return 0.5 * ((s - first[0]) / first[1] + (s - second[0]) / second[1])
 
 
 def adaptive_snorm(
@@ -110,9 +111,16 @@ def adaptive_snorm(
         raise ValueError(f"top_n must be at least 2 to estimate a spread, got {top_n}.")
     if not (np.isfinite(s).all() and np.isfinite(enroll).all() and np.isfinite(test).all()):
         raise ValueError("scores and cohort scores must be finite.")
-    mu_e, sd_e = _top_n_stats(enroll, top_n, "enroll")
-    mu_t, sd_t = _top_n_stats(test, top_n, "test")
-    return 0.5 * ((s - mu_e) / sd_e + (s - mu_t) / sd_t)
+    stats = {}
+    for side, cohort in (("enroll", enroll), ("test", test)):
+        stats[side] = top_n_stats(cohort, top_n)
+        flat = np.flatnonzero(stats[side][1] == 0.0)
+        if flat.size:
+            raise ValueError(
+                f"The top {min(top_n, cohort.shape[1])} {side} cohort scores of trial {int(flat[0])} are all "
+                "equal; AS-Norm cannot divide by a zero spread."
+            )
+    return snorm(s, stats["enroll"], stats["test"])
 
 
 _FLOAT_FIELDS = ("threshold", "eer", "min_dcf")
