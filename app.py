@@ -17,7 +17,7 @@ import gradio as gr
 
 from speakerdemo.app_state import Models, SharedGallery, available_checkpoints
 from speakerdemo.audio import MAX_SECONDS
-from speakerdemo.encoder import BACKENDS
+from speakerdemo.checkpoint import BACKENDS
 from speakerdemo.ui import MAX_UPLOAD_MB, Demo, build_demo
 
 CHECKPOINTS = Path(__file__).parent / "checkpoints"

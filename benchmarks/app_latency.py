@@ -37,7 +37,7 @@ import soundfile as sf
 
 from benchmarks import common
 from speakerdemo.audio import SAMPLE_RATE
-from speakerdemo.encoder import BACKENDS
+from speakerdemo.checkpoint import BACKENDS
 
 NAME = "app_latency"
 START_TIMEOUT = 180.0  # seconds for the app to import gradio and torch and load the model

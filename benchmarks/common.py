@@ -111,7 +111,8 @@ def set_threads(threads: int) -> None:
 # ----------------------------------------------------------------------------- checkpoints and data
 def load_checkpoint(path: Path, device: str = "cpu", backend: str = "auto") -> Any:
     """A SpeakerEncoder, or exit 2 with the reason (a missing default checkpoint is a setup error)."""
-    from speakerdemo.encoder import CheckpointError, SpeakerEncoder
+    from speakerdemo.checkpoint import CheckpointError
+    from speakerdemo.encoder import SpeakerEncoder
 
     if not (path / "config.json").is_file():
         sys.exit(f"error: no checkpoint at {path} (train one, or pass --checkpoint FOLDER)")

@@ -9,7 +9,8 @@ Data flows one way: audio -> features -> encoder -> embedding -> scores -> UI.
 """
 
 from .audio import AudioError, detect_speech, load_audio, speech_regions
-from .encoder import CheckpointError, Embedding, SpeakerEncoder
+from .checkpoint import CheckpointError
+from .encoder import Embedding, SpeakerEncoder
 from .gallery import Gallery, GalleryError
 from .metrics import compute_eer, compute_min_dcf
 from .scoring import Calibration, cosine

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import gradio as gr
 
-from .encoder import CONFIG_FILE, CheckpointError, SpeakerEncoder
+from .checkpoint import CONFIG_FILE, CheckpointError
+from .encoder import SpeakerEncoder
 from .gallery import Gallery
 
 

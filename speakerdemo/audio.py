@@ -71,11 +71,14 @@ MEDIAN_FRAMES = 5
 MIN_GAP_SECONDS = 0.2
 """Pauses shorter than this (stop closures, unvoiced fricatives) are bridged into the speech."""
 MIN_RUN_SECONDS = 0.1
-# Bandwidth check (high_band_db): the band a phone line keeps, and the band above its cut-off.
-PHONE_BAND_HZ = (300.0, 3400.0)
-HIGH_BAND_HZ = (4300.0, 7600.0)
-BAND_FRAME = 512
 """Speech runs shorter than this (clicks, bumps) are dropped: no syllable is that short."""
+PHONE_BAND_HZ = (300.0, 3400.0)
+"""The band a phone line keeps: :func:`high_band_db` measures the band above it against it."""
+HIGH_BAND_HZ = (4300.0, 7600.0)
+"""The band above a phone line's cut-off, empty in a clip that went through one."""
+BAND_FRAME = 512
+"""Samples per FFT frame of :func:`high_band_db`: 32 ms at 16 kHz, bins of 31 Hz, fine enough
+to keep the two bands apart."""
 
 
 class AudioError(ValueError):
@@ -143,8 +146,17 @@ def detect_speech(wav: np.ndarray, sample_rate: int = SAMPLE_RATE) -> np.ndarray
 
 
 def analyse_speech(wav: np.ndarray, sample_rate: int = SAMPLE_RATE) -> tuple[np.ndarray, float]:
-    """(:func:`detect_speech`'s mask, :func:`level_range_db`) from one pass over the frames: the
-    encoder needs both for every clip, and they share the frame energies."""
+    """(:func:`detect_speech`'s mask, the clip's level range) from one pass over the frames: the
+    encoder needs both for every clip, and they share the frame energies.
+
+    The level range says how far the clip's loud frames stand above its quiet ones: the 95th less
+    the 5th percentile of the VAD's frame energies (0.1-4 kHz, 10 ms hop), in dB. Speech with
+    pauses in a quiet room spans a wide range; speech buried in noise or reverberation fills the
+    pauses and spans little, so that the app can tell such clips apart. Measured on real speech in
+    ../shared/data: clean 3-s LibriSpeech segments 30-75 dB (5th-95th percentile of clips), the
+    same in a simulated noisy room (5-15 dB SNR) 15-43 dB, speechocean762 32-56 dB, wake-word
+    recordings on consumer microphones 43-89 dB.
+    """
     wav = np.asarray(wav, dtype=np.float32)
     if wav.ndim != 1:
         raise ValueError(f"detect_speech expects a mono 1-D signal, got shape {wav.shape}")
@@ -181,19 +193,6 @@ def high_band_db(wav: np.ndarray, sample_rate: int, speech_mask: np.ndarray) -> 
     phone = power[(freqs >= PHONE_BAND_HZ[0]) & (freqs <= PHONE_BAND_HZ[1])].mean()
     tiny = 1e-20  # digital silence in a band: a very low level, not a division by zero
     return float(10.0 * np.log10((high + tiny) / (phone + tiny)))
-
-
-def level_range_db(wav: np.ndarray, sample_rate: int) -> float:
-    """How far the clip's loud frames stand above its quiet ones: the 95th less the 5th percentile
-    of the VAD's frame energies (0.1-4 kHz, 10 ms hop), in dB.
-
-    Speech with pauses in a quiet room spans a wide range; speech buried in noise or reverberation
-    fills the pauses and spans little, so that the app can tell such clips apart. Measured on real
-    speech in ../shared/data: clean 3-s LibriSpeech segments 30-75 dB (5th-95th percentile of
-    clips), the same in a simulated noisy room (5-15 dB SNR) 15-43 dB, speechocean762 32-56 dB,
-    wake-word recordings on consumer microphones 43-89 dB.
-    """
-    return analyse_speech(wav, sample_rate)[1]
 
 
 def speech_regions(mask: np.ndarray, hop_seconds: float = HOP_SECONDS) -> list[tuple[float, float]]:

@@ -1,8 +1,6 @@
 """SpeakerEncoder: audio -> features -> model -> Embedding. The one object the app and scripts use.
 
-A checkpoint is a folder (or Hub repo) with ``config.json`` (front end, encoder, head, class
-names, calibration) and ``model.safetensors``, and optionally its exported networks and its score
-cohort (``cohort.safetensors``); nothing is ever unpickled.
+It is saved to and loaded from a checkpoint folder or Hub repo by :mod:`speakerdemo.checkpoint`.
 """
 
 from __future__ import annotations
@@ -14,12 +12,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from huggingface_hub import PyTorchModelHubMixin, hf_hub_download
-from safetensors import SafetensorError
-from safetensors.torch import load_file
+from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
-from .atomic import atomic_write_bytes
 from .audio import (
     HOP_SECONDS,
     MAX_SECONDS,
@@ -32,30 +27,20 @@ from .audio import (
     speech_regions,
     speech_seconds,
 )
+from .checkpoint import HUB_LIBRARY, HUB_LICENSE, HUB_TAGS, CheckpointError, build, load, save
 from .cohort import Cohort
 from .features import FrontEnd, FrontEndConfig, pad_frames
 from .losses import build_head
 from .models import build_encoder
-from .onnx_runtime import OnnxError, OnnxNetwork, exported_files, onnx_runtime_available
+from .onnx_runtime import OnnxNetwork
 from .scoring import Calibration, pair_cosines, snorm
 
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "model.safetensors"
 DEFAULT_THRESHOLD = 0.5
-BACKENDS = ("auto", "torch", "onnx", "onnx-int8")
 SPEED_MARK = "@"  # class "spk@0.9": speaker "spk" at speed 0.9 (see train/prepare.py)
 SPEECH_COLLAR_SECONDS = 0.3  # context kept around detected speech (see with_collar)
-HUB_TAGS = ("speaker-verification", "speaker-identification", "speaker-embedding", "audio")
-"""Tags of every speakerdemo model repo on the Hub (``save_pretrained`` cards and ``train push``)."""
-HUB_LIBRARY = "speakerdemo"
-HUB_LICENSE = "apache-2.0"  # of the code; a card may name the licence of its weights
 CLIP_LEVEL = 0.999  # samples this close to full scale count as clipped
 GPU_BATCH_FRAMES = 48000  # default bound of an encoder batch (see embed_batch)
 CPU_BATCH_FRAMES = 3000
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be found, read or trusted; the message says which and why."""
 
 
 @dataclass
@@ -69,8 +54,8 @@ class Embedding:
     per 10 ms over the input clip): the one stored record of where speech is, from which the
     regions and the seconds of speech are derived, so they always agree with the speech gate.
     ``high_band_db`` (:func:`~speakerdemo.audio.high_band_db`) tells a phone-band clip from a
-    wideband one, ``level_range_db`` (:func:`~speakerdemo.audio.level_range_db`) a noisy one from
-    a quiet one.
+    wideband one, ``level_range_db`` (the level range of :func:`~speakerdemo.audio.analyse_speech`)
+    a noisy one from a quiet one.
     ``class_logits`` is None unless asked for (``embed_batch(..., class_logits=True)``).
     """
 
@@ -183,31 +168,9 @@ class SpeakerEncoder(
         self.cohort: Cohort | None = None  # the score cohort, when the checkpoint has one
 
     # ----------------------------------------------------------------- checkpoints
-    def config(self) -> dict[str, Any]:
-        """The JSON configuration that rebuilds this encoder (calibration included)."""
-        return {
-            "frontend": self.frontend.config.to_dict(),
-            "encoder": self.encoder_config,
-            "head": self.head_config,
-            "classes": self.classes,
-            "calibration": self.calibration.to_dict() if self.calibration else None,
-            "window_seconds": self.window_seconds,
-            "onnx": self.onnx_config if self.onnx is not None else None,
-            "cohort": self.cohort.config() if self.cohort is not None else None,
-        }
-
     def save_pretrained(self, save_directory: str | Path, **kwargs: Any) -> str | None:
-        """Write config.json (with the *current* calibration) and model.safetensors, and the
-        exported networks when they were loaded with the checkpoint (config.json names them only then),
-        and the score cohort when there is one."""
-        if self.cohort is not None:
-            Path(save_directory).mkdir(parents=True, exist_ok=True)
-            atomic_write_bytes(Path(save_directory) / self.cohort.config()["file"], self.cohort.to_bytes())
-        result = super().save_pretrained(save_directory, config=self.config(), **kwargs)
-        if self.onnx is not None:
-            for name, data in self.onnx_files.items():
-                atomic_write_bytes(Path(save_directory) / name, data)
-        return result
+        """Write this encoder, with its *current* calibration, as a checkpoint (:func:`speakerdemo.checkpoint.save`)."""
+        return save(super().save_pretrained, save_directory, self, **kwargs)
 
     @classmethod
     def from_pretrained(
@@ -218,99 +181,14 @@ class SpeakerEncoder(
         backend: str = "auto",
         **kwargs: Any,
     ) -> SpeakerEncoder:
-        """Load a local checkpoint folder or a Hub repo id; ``device`` defaults to CUDA if present.
+        """Load a local checkpoint folder or a Hub repo id; ``device`` defaults to CUDA if present,
+        ``backend`` picks what runs the network on the CPU (:func:`speakerdemo.checkpoint.load`)."""
+        return load(super().from_pretrained, pretrained_model_name_or_path, resolve_device(device), backend, **kwargs)
 
-        ``backend`` picks what runs the encoder network on the CPU: ``"onnx"`` the checkpoint's
-        exported ``model.onnx`` in ONNX Runtime, ``"onnx-int8"`` its int8 copy
-        (``model.int8.onnx``), ``"torch"`` the PyTorch module, ``"auto"`` the int8 copy, else the
-        fp32 network, when the checkpoint has them and onnxruntime is installed. CUDA always runs
-        torch. A damaged exported file is a CheckpointError unless ``backend="torch"``.
-        """
-        if backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}.")
-        source = Path(pretrained_model_name_or_path)
-        if source.is_dir() and not (source / CONFIG_FILE).is_file():
-            raise CheckpointError(f"{source} has no {CONFIG_FILE}: not a speakerdemo checkpoint.")
-        if not source.is_dir() and (source.exists() or str(source).startswith((".", "/"))):
-            raise CheckpointError(f"{source} is not a checkpoint folder.")
-        try:
-            model = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
-        except CheckpointError:
-            raise
-        except OSError as err:
-            raise CheckpointError(f"Could not fetch {pretrained_model_name_or_path!r}: {err}") from err
-        except (TypeError, ValueError, AttributeError, KeyError, RuntimeError) as err:
-            # config.json is untrusted input: not JSON, not UTF-8, not an object, unknown names, bad sizes.
-            raise CheckpointError(f"{source}/{CONFIG_FILE} does not describe a speakerdemo model: {err}") from err
-        model = model.to(resolve_device(device)).eval()
-        model._load_cohort(pretrained_model_name_or_path, **kwargs)
-        if backend != "torch" and model.device.type == "cpu":
-            model._load_onnx(pretrained_model_name_or_path, backend, **kwargs)
-        return model
-
-    def _load_onnx(self, source: str | Path, backend: str, **kwargs: Any) -> None:
-        """Load the exported network ``backend`` asks for; nothing where the checkpoint has none
-        (or there is no onnxruntime) and ``backend`` is ``"auto"``."""
-        int8 = backend == "onnx-int8" or (backend == "auto" and bool((self.onnx_config or {}).get("int8")))
-        if not self.onnx_config or (int8 and not self.onnx_config.get("int8")):
-            if backend != "auto":
-                option = " --int8" if int8 else ""
-                raise CheckpointError(
-                    f"{source} has no exported {'int8 ' if int8 else ''}ONNX model: "
-                    f"run `python -m train export{option}` on it."
-                )
-            return
-        if not onnx_runtime_available():
-            if backend != "auto":
-                raise CheckpointError(f"backend={backend!r} needs onnxruntime (pip install onnxruntime).")
-            return
-        names = exported_files(self.onnx_config)
-        files = {name: self._read_file(source, name, **kwargs) for name in names}
-        name = names[-1 if int8 else 0]
-        try:
-            network = OnnxNetwork(files[name], name)
-        except OnnxError as err:
-            raise CheckpointError(str(err)) from err
-        self.use_onnx(network, self.onnx_config, files, int8=int8)
-
-    def _load_cohort(self, source: str | Path, **kwargs: Any) -> None:
-        """Read the score cohort that config.json names, if it names one."""
-        if not self.cohort_config:
-            return
-        if not isinstance(self.cohort_config.get("file"), str):
-            raise CheckpointError(f"{source}/{CONFIG_FILE}: the cohort entry must name its file.")
-        try:
-            self.cohort = Cohort.from_bytes(
-                self._read_file(source, self.cohort_config["file"], **kwargs), self.cohort_config
-            )
-        except ValueError as err:
-            raise CheckpointError(f"{source}: {err}") from err
-        if self.cohort.dim != self.model.embed_dim:
-            raise CheckpointError(
-                f"{source}: the cohort's vectors have {self.cohort.dim} dimensions, "
-                f"the encoder's {self.model.embed_dim}."
-            )
-
-    @staticmethod
-    def _read_file(source: str | Path, name: str, **kwargs: Any) -> bytes:
-        """The bytes of a file that config.json names (an exported network, the cohort) of a local
-        checkpoint or a Hub repo."""
-        if Path(name).name != name:
-            raise CheckpointError(f"config.json names the file {name!r}: it must be a file name inside the checkpoint.")
-        if Path(source).is_dir():
-            path = Path(source) / name
-        else:
-            options = {k: kwargs[k] for k in ("revision", "cache_dir", "force_download", "token") if k in kwargs}
-            try:
-                path = Path(hf_hub_download(str(source), name, **options))
-            except OSError as err:
-                raise CheckpointError(f"Could not fetch {name} of {source!r}: {err}") from err
-        if not path.is_file():
-            raise CheckpointError(f"{path} is missing, but config.json names it.")
-        try:
-            return path.read_bytes()
-        except OSError as err:
-            raise CheckpointError(f"{path} cannot be read: {err}") from err
+    @classmethod
+    def _from_pretrained(cls, **kwargs: Any) -> SpeakerEncoder:
+        """The Hub mixin's hook once config.json is read: :func:`speakerdemo.checkpoint.build`."""
+        return build(cls, **kwargs)
 
     def use_onnx(self, network: OnnxNetwork, entry: dict, files: dict[str, bytes], int8: bool = False) -> None:
         """Run the encoder network with ``network`` on the CPU from now on (``python -m train
@@ -324,46 +202,6 @@ class SpeakerEncoder(
         if self.onnx is None or self.device.type != "cpu":
             return "torch"
         return "onnx-int8" if self.onnx_int8 else "onnx"
-
-    @classmethod
-    def _from_pretrained(
-        cls,
-        *,
-        model_id: str,
-        revision: str | None,
-        cache_dir: Any,
-        force_download: bool,
-        local_files_only: bool,
-        token: Any,
-        **model_kwargs: Any,
-    ) -> SpeakerEncoder:
-        """Safetensors only, strict: a missing or misshapen tensor is an error, not a warning."""
-        model = cls(**model_kwargs)
-        if Path(model_id).is_dir():
-            weights = Path(model_id) / WEIGHTS_FILE
-        else:
-            weights = Path(
-                hf_hub_download(
-                    model_id,
-                    WEIGHTS_FILE,
-                    revision=revision,
-                    cache_dir=cache_dir,
-                    force_download=force_download,
-                    token=token,
-                    local_files_only=local_files_only,
-                )
-            )
-        if not weights.is_file():
-            raise CheckpointError(f"{weights} is missing: checkpoints must ship {WEIGHTS_FILE}.")
-        try:
-            state = load_file(weights)
-        except (SafetensorError, OSError, ValueError) as err:
-            raise CheckpointError(f"{weights} is not a readable safetensors file: {err}") from err
-        try:
-            model.load_state_dict(state, strict=True)
-        except RuntimeError as err:
-            raise CheckpointError(f"{weights} does not match its config.json: {err}") from err
-        return model
 
     # ----------------------------------------------------------------- inference
     @property

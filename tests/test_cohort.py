@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from conftest import tiny_encoder
 
+from speakerdemo.checkpoint import CheckpointError
 from speakerdemo.cohort import COHORT_FILE, Cohort
-from speakerdemo.encoder import CheckpointError, SpeakerEncoder
+from speakerdemo.encoder import SpeakerEncoder
 from speakerdemo.scoring import adaptive_snorm, cosine
 
 # Four unit cohort vectors in 2-D at 0, 30, 60 and 90 degrees.

@@ -20,7 +20,8 @@ from train_helpers import logging_restored
 
 from speakerdemo.app_state import Models
 from speakerdemo.audio import SAMPLE_RATE
-from speakerdemo.encoder import CheckpointError, SpeakerEncoder
+from speakerdemo.checkpoint import CheckpointError
+from speakerdemo.encoder import SpeakerEncoder
 from speakerdemo.features import pad_frames
 from speakerdemo.onnx_runtime import INT8_FILE, ONNX_FILE
 from speakerdemo.scoring import cosine

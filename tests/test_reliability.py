@@ -41,7 +41,8 @@ import speakerdemo.audio as audio_module
 from benchmarks.load_test import wav_header
 from speakerdemo.app_state import Models, SharedGallery
 from speakerdemo.audio import SAMPLE_RATE, AudioError, load_audio
-from speakerdemo.encoder import CheckpointError, SpeakerEncoder
+from speakerdemo.checkpoint import CheckpointError
+from speakerdemo.encoder import SpeakerEncoder
 from speakerdemo.gallery import Gallery, GalleryError
 from speakerdemo.ui import Demo, Session
 from train.checkpoints import StateError, restore_state

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from speakerdemo.encoder import CheckpointError
+from speakerdemo.checkpoint import CheckpointError
 
 from . import calibrate, ensemble, evaluate, export, hub, loop, predict
 from .checkpoints import StateError

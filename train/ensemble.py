@@ -14,7 +14,8 @@ import argparse
 import logging
 from pathlib import Path
 
-from speakerdemo.encoder import CheckpointError, SpeakerEncoder
+from speakerdemo.checkpoint import CheckpointError
+from speakerdemo.encoder import SpeakerEncoder
 
 from .checkpoints import atomic_save_pretrained
 from .logs import setup_logging

@@ -14,7 +14,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from speakerdemo.atomic import atomic_write_text
-from speakerdemo.encoder import CheckpointError, SpeakerEncoder
+from speakerdemo.checkpoint import CheckpointError
+from speakerdemo.encoder import SpeakerEncoder
 
 from .data import DataError
 from .hw4 import N_MELS, load_hw4_test, load_speaker2id, predicted_classes
