@@ -1,14 +1,14 @@
 """Verification accuracy: EER and minDCF of every checkpoint and of Resemblyzer, in one run.
 
 The main table scores ``speechocean762/trials_test.txt`` (20,000 trials over the corpus' test
-speakers). Checkpoints go through ``train.evaluate.trial_scores``, the code ``python -m train
+speakers). Checkpoints go through ``train.trials.trial_scores``, the code ``python -m train
 evaluate`` runs: every file embedded once at full length, cosine scores. Resemblyzer embeds each
 file with ``embed_utterance(preprocess_wav(path))``; its scores are cosines too.
 
 ``--ood`` adds an out-of-domain check on LibriSpeech readers (native adult speakers, another
 recording chain): each speaker's long utterance is cut into segments; every pair of segments is a
 trial (same speaker = target), as the validation EER of ``python -m train fit`` on held-out
-speakers (``train.evaluate.segment_trials``). It runs at 16 kHz and again after a round trip through
+speakers (``train.trials.segment_trials``). It runs at 16 kHz and again after a round trip through
 8 kHz (``train.augment.telephone``: telephone bandwidth), to show how much each model relies on the
 band above 4 kHz. With
 ``--split RUN/split.csv`` only the run's held-out speakers are used, so the check is on speakers
@@ -35,7 +35,7 @@ from speakerdemo.metrics import compute_eer, compute_min_dcf
 from speakerdemo.scoring import cosine
 from train.augment import telephone
 from train.data import read_trials
-from train.evaluate import SegmentTrials, embed_arrays, segment_trials, trial_scores
+from train.trials import SegmentTrials, embed_arrays, segment_trials, trial_scores
 
 NAME = "accuracy"
 

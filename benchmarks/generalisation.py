@@ -41,7 +41,7 @@ from speakerdemo.metrics import compute_eer, compute_min_dcf, error_rates
 from speakerdemo.scoring import cosine
 from train.condition_trials import condition_trials, dev_test_split, held_out
 from train.data import read_trials
-from train.evaluate import embed_clips
+from train.trials import embed_clips
 
 NAME = "generalisation"
 DEFAULT_RECIPE = common.REPO_ROOT / "train" / "configs" / "ecapa-speechocean.yaml"

@@ -15,7 +15,7 @@ from speakerdemo.conditions import CONDITIONS, WIDEBAND, pair_conditions
 from speakerdemo.metrics import error_rates
 from train.condition_trials import condition_trials, dev_test_split, held_out
 from train.data import read_trials
-from train.evaluate import embed_clips, trial_scores
+from train.trials import embed_clips, trial_scores
 
 REPO = Path(__file__).resolve().parent.parent
 CHECKPOINT = REPO / "checkpoints" / "ecapa-speechocean"

@@ -24,8 +24,8 @@ from train.cohort import CLIPS_PER_CONDITION
 from train.condition_trials import SEGMENT_SECONDS, dev_test_split, held_out
 from train.condition_trials import condition_trials as build
 from train.config import load_config
-from train.evaluate import embed_arrays
 from train.prepare import load_source
+from train.trials import embed_arrays
 
 RECIPE = REPO_ROOT / "train" / "configs" / "ecapa-speechocean.yaml"
 

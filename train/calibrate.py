@@ -1,18 +1,23 @@
 """``python -m train calibrate``: one decision threshold for every recording condition, stored in
 the checkpoint with what it means in each.
 
-The dev half of the speakers a recipe holds out (:mod:`train.condition_trials`: never trained on,
-never in the suite's FAR/FRR) is cut into the conditions of :mod:`speakerdemo.conditions`; the
-threshold and a score shift per kind of clip the app can tell apart (phone band, short) are chosen
-so that every condition accepts at most ``--max-far`` of its different-speaker pairs
-(:meth:`speakerdemo.scoring.Calibration.across_conditions`). The checkpoint keeps them with the
-pooled curves and each condition's own, so that the app can shift a pair's score by its kind and
-say what the threshold means for clips like the user's.
+With ``--cohort`` (how the shipped checkpoint is calibrated) it first builds a score cohort from the
+recipe's own training speakers, at most two clips of each in each recording condition
+(:mod:`train.cohort`), and stores it in the checkpoint (``cohort.safetensors``,
+:mod:`speakerdemo.cohort`): a pair's score is then its cosine normalised against the cohort
+(adaptive s-norm), under which strangers score alike in every condition. The dev half of the
+speakers the recipe holds out (:mod:`train.condition_trials`: never trained on, never in the
+suite's FAR/FRR) is cut into the conditions of :mod:`speakerdemo.conditions`; the cohort's floors
+are set at the 10th percentile of those dev clips' cohort statistics
+(:meth:`speakerdemo.cohort.Cohort.with_floors`), and the threshold is the lowest at which every
+condition accepts at most ``--max-far`` of its different-speaker pairs
+(:meth:`speakerdemo.scoring.Calibration.across_conditions`, every pair counted under one kind, so
+no score shift is kept). The checkpoint keeps the pooled curves and each condition's own, so that
+the app can say what the threshold means for clips like the user's.
 
-With ``--cohort`` the scores are first normalised against a cohort of the recipe's training
-speakers in every condition (:mod:`train.cohort`, :mod:`speakerdemo.cohort`), stored in the
-checkpoint: normalised, strangers score alike in every condition, so one threshold serves all and
-no shift is kept. Without it, any cohort the checkpoint had is dropped.
+Without ``--cohort`` the scores stay plain cosines, any cohort the checkpoint had is dropped, and
+the threshold comes with a score shift per kind of clip the app detects: the method of the
+checkpoints calibrated before the cohort, which still load and score as they did.
 """
 
 from __future__ import annotations
@@ -34,8 +39,8 @@ from .cohort import build_cohort
 from .condition_trials import condition_trials, dev_test_split, held_out
 from .config import ConfigError
 from .data import DataError
-from .evaluate import embed_clips
 from .logs import setup_logging
+from .trials import embed_clips
 
 MAX_FAR = 0.05  # leaves room under the 10 % a demo may let through on speakers it has not seen
 

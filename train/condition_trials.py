@@ -32,8 +32,8 @@ from speakerdemo.conditions import NOISY, PHONE, SHORT, WIDEBAND, WORDS
 from .augment import coloured_noise, mix_at_snr, simulate_rirs, telephone
 from .config import load_config
 from .data import DataError, Utterance
-from .evaluate import SegmentTrials
 from .prepare import load_source
+from .trials import SegmentTrials
 
 SEGMENT_SECONDS = 3.0
 SHORT_SECONDS = (1.0, 2.0)
