@@ -2,7 +2,8 @@
 
 Each head returns the loss and the logits *without* the margin: accuracy and predictions come
 from those, one per utterance, so the margin (a training device) never leaks into the reported
-accuracy.
+accuracy. The margin heads also own their margin's warm-up: a training loop only tells a head the
+step (``set_step``), so the schedule is configured, saved and rebuilt with the head.
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ class SoftmaxHead(nn.Module):
     def logits(self, embedding: torch.Tensor) -> torch.Tensor:
         return self.linear(embedding)
 
+    def set_step(self, step: int) -> None:
+        """Nothing to schedule: plain softmax has no margin (every head takes the step, so a loop need not ask)."""
+
     def forward(self, embedding: torch.Tensor, labels: torch.Tensor) -> HeadOutput:
         logits = self.logits(embedding)
         return HeadOutput(F.cross_entropy(logits, labels), logits)
@@ -39,15 +43,48 @@ class SoftmaxHead(nn.Module):
 class CosineHead(nn.Module):
     """Shared part of the margin heads: scaled cosine between embedding and class centres.
 
-    ``margin`` is a plain attribute so a training loop can warm it up step by step.
+    The margin warms up: 0 until step ``margin_warmup_start``, then linear to ``margin`` over
+    ``margin_warmup_steps`` steps (both 0, the default and what checkpoints without them rebuild:
+    the full margin from the start). A large margin on a random network's embeddings only slows the
+    first steps. The step is not part of the weights: a training loop sets it before every step
+    (``set_step``), from the step count it resumes with; a head that was never told a step (a loaded
+    checkpoint) applies the full margin.
     """
 
-    def __init__(self, embed_dim: int, n_classes: int, scale: float = 30.0, margin: float = 0.2) -> None:
+    def __init__(
+        self,
+        embed_dim: int,
+        n_classes: int,
+        scale: float = 30.0,
+        margin: float = 0.2,
+        *,
+        margin_warmup_start: int = 0,
+        margin_warmup_steps: int = 0,
+    ) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.empty(n_classes, embed_dim))
         nn.init.xavier_normal_(self.weight)
         self.scale = scale
         self.margin = margin
+        self.margin_warmup_start = margin_warmup_start
+        self.margin_warmup_steps = margin_warmup_steps
+        self.step: int | None = None
+
+    def margin_at(self, step: int) -> float:
+        """The margin of training step ``step`` (counted from 0)."""
+        start, length = self.margin_warmup_start, self.margin_warmup_steps
+        if length <= 0:
+            return self.margin if step >= start else 0.0
+        return self.margin * min(1.0, max(0.0, (step - start) / length))
+
+    def set_step(self, step: int) -> None:
+        """The training step the next forward passes belong to."""
+        self.step = step
+
+    @property
+    def current_margin(self) -> float:
+        """The margin ``forward`` applies now: the step's, or the full one outside training."""
+        return self.margin if self.step is None else self.margin_at(self.step)
 
     def cosine(self, embedding: torch.Tensor) -> torch.Tensor:
         return F.linear(F.normalize(embedding.float()), F.normalize(self.weight.float()))
@@ -70,14 +107,16 @@ class AMSoftmaxHead(CosineHead):
     """Additive margin softmax (Wang et al. 2018): target logit s * (cos θ - m)."""
 
     def target_logit(self, cosine: torch.Tensor) -> torch.Tensor:
-        return cosine - self.margin
+        return cosine - self.current_margin
 
 
 class AAMSoftmaxHead(CosineHead):
     """Additive angular margin softmax (ArcFace, Deng et al. 2019): target logit s * cos(θ + m).
 
-    cos(θ + m) stops decreasing once θ + m > π; past that point the standard form falls back to
-    cos θ - m sin(m) m, and ``easy_margin`` applies the margin only where cos θ > 0.
+    cos(θ + m) stops decreasing once θ + m > π, i.e. once cos θ <= cos(π - m); there the target
+    logit falls back to cos θ - m sin m (the code's ``sin(π - m) * m``, the same number), which keeps
+    decreasing with θ. ``easy_margin`` instead applies the margin only where cos θ > 0 and leaves the
+    other targets at cos θ.
     """
 
     def __init__(
@@ -87,12 +126,22 @@ class AAMSoftmaxHead(CosineHead):
         scale: float = 30.0,
         margin: float = 0.2,
         easy_margin: bool = False,
+        *,
+        margin_warmup_start: int = 0,
+        margin_warmup_steps: int = 0,
     ) -> None:
-        super().__init__(embed_dim, n_classes, scale, margin)
+        super().__init__(
+            embed_dim,
+            n_classes,
+            scale,
+            margin,
+            margin_warmup_start=margin_warmup_start,
+            margin_warmup_steps=margin_warmup_steps,
+        )
         self.easy_margin = easy_margin
 
     def target_logit(self, cosine: torch.Tensor) -> torch.Tensor:
-        m = self.margin
+        m = self.current_margin
         sine = (1.0 - cosine.pow(2)).clamp(0.0, 1.0).sqrt()
         phi = cosine * math.cos(m) - sine * math.sin(m)
         if self.easy_margin:
@@ -108,7 +157,7 @@ HEADS: dict[str, type[nn.Module]] = {
 
 
 def build_head(name: str, embed_dim: int, n_classes: int, **config) -> nn.Module:
-    """Build a head by name; ``config`` holds scale/margin/easy_margin where they apply."""
+    """Build a head by name; ``config`` holds scale, margin, the margin warm-up and easy_margin where they apply."""
     if name not in HEADS:
         raise ValueError(f"Unknown head {name!r}; choose one of {sorted(HEADS)}.")
     return HEADS[name](embed_dim, n_classes, **config)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +15,8 @@ import yaml
 from conftest import write_voices
 from train_helpers import SHIPPED_CHECKPOINT_AUGMENT, fit_settings, logging_restored
 
+from speakerdemo.losses import build_head
+from speakerdemo.models import ENCODERS
 from train.augment import AugmentConfig
 from train.config import (
     DEFAULTS,
@@ -23,6 +26,7 @@ from train.config import (
     ConfigError,
     apply_override,
     load_config,
+    options,
 )
 from train.distributed import Dist
 from train.loop import fit
@@ -77,10 +81,7 @@ def test_a_file_naming_another_component_does_not_inherit_the_defaults_options(t
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        (
-            "encoder.name=resnet",
-            "Unknown encoder 'resnet'; choose one of \\['conformer', 'ecapa_tdnn', 'ensemble', 'transformer'\\]",
-        ),
+        ("encoder.name=resnet", re.escape(f"Unknown encoder 'resnet'; choose one of {sorted(ENCODERS)}")),
         ("head.name=arcface", "Unknown head 'arcface'; choose one of \\['aam_softmax', 'am_softmax', 'softmax'\\]"),
         ("schedule.name=linear", "Unknown schedule 'linear'; choose one of \\['cosine', 'step'"),
         ("optim.name=adam", "Unknown optimizer 'adam'"),
@@ -103,7 +104,14 @@ def test_unknown_names_are_a_clear_value_error(override: str, message: str) -> N
         ("optim={name: sgd, lr: 0.1, betas: [0.9, 0.99]}", "optim option\\(s\\) \\['betas'\\] do not apply to sgd"),
         ("data.sources=[{root: x, hold_out: 3}]", "\\['hold_out'\\] do not apply to a folder source"),
         ("data.sources=[{type: manifest, root: x}]", "A manifest source needs \\['manifest'\\]"),
-        ("data.sources=[{type: kaldi, root: x}]", "Unknown source type 'kaldi'"),
+        ("data.sources=[{type: sphere, root: x}]", "Unknown source type 'sphere'"),
+        ("data.sources=[{type: kaldi, root: x, wav_scp: x/wav.scp}]", "\\['wav_scp'\\] do not apply to a kaldi source"),
+        ("train.margin_warmup_start=200", "train.margin_warmup_start has moved: set head.margin_warmup_start instead"),
+        ("train.margin_warmup_steps=800", "train.margin_warmup_steps has moved: set head.margin_warmup_steps instead"),
+        (
+            "head={name: softmax, margin_warmup_steps: 800}",
+            "head option\\(s\\) \\['margin_warmup_steps'\\] do not apply to softmax",
+        ),
         ("train.best_metric=accuracy", "train.best_metric 'accuracy'"),
         ("frontend.sample_rate=8000", "frontend.sample_rate 8000: training reads audio at 16000 Hz"),
     ],
@@ -171,6 +179,14 @@ def test_every_recipe_file_resolves_and_picks_best_by_the_held_out_eer(recipe: s
     cfg = load_config(RECIPES / recipe, ["train.init_from=null"])
     assert cfg["train"]["best_metric"] == "val_eer"
     assert any(source["hold_out_speakers"] for source in cfg["data"]["sources"])
+
+
+def test_the_recipes_warm_the_margin_up_in_the_head() -> None:
+    """0 until step 200, then linear to 0.2 over 800 steps, as when train.margin_warmup_* held it."""
+    cfg = load_config(RECIPES / "ecapa-speechocean.yaml", [])
+    head = build_head(cfg["head"]["name"], 8, 3, **options(cfg["head"]))
+    steps = (0, 199, 200, 400, 600, 1000, 2599)
+    assert [head.margin_at(step) for step in steps] == pytest.approx([0.0, 0.0, 0.0, 0.05, 0.1, 0.2, 0.2])
 
 
 def test_the_shipped_checkpoint_recipe_file_is_the_old_command() -> None:

@@ -28,6 +28,7 @@ from train_helpers import (
 
 from speakerdemo.encoder import SpeakerEncoder
 from speakerdemo.losses import HEADS as HEAD_CLASSES
+from speakerdemo.losses import CosineHead
 from train.__main__ import main
 from train.config import OPTIMIZERS, build, load_config
 from train.logs import MetricLog
@@ -94,6 +95,42 @@ def test_train_step_takes_one_clipped_optimizer_step() -> None:
     assert max(float((after[name] - before[name]).abs().max()) for name in before) <= 0.01 + 1e-6
 
 
+# ----------------------------------------------------------------------------- margin warm-up
+def test_the_loop_tells_the_head_each_step_and_the_head_warms_its_margin_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The schedule is the head's (configured in ``head``, saved with it); fit only counts steps."""
+    data = tmp_path / "data"
+    write_voices(data, ["alice", "bob"], clips=4)
+    told: list[tuple[int, float]] = []
+    set_step = CosineHead.set_step
+
+    def recording(head: CosineHead, step: int) -> None:
+        set_step(head, step)
+        told.append((step, head.current_margin))
+
+    monkeypatch.setattr(CosineHead, "set_step", recording)
+    warm_up = ["--set", "head.margin_warmup_start=1", "--set", "head.margin_warmup_steps=2"]
+    assert main(fit_args(tmp_path / "run", [{"type": "folder", "root": str(data)}], steps=5) + warm_up) == 0
+    # margin 0.2 (TINY_HEADS): 0 through step 1, then 0.2 * (step - 1) / 2 up to the full margin
+    assert [step for step, _ in told] == [0, 1, 2, 3, 4]
+    assert [margin for _, margin in told] == pytest.approx([0.0, 0.0, 0.1, 0.2, 0.2])
+    trained = SpeakerEncoder.from_pretrained(tmp_path / "run" / "model", device="cpu")
+    assert trained.head_config == {**TINY_HEADS["aam_softmax"], "margin_warmup_start": 1, "margin_warmup_steps": 2}
+    assert trained.head.margin_at(2) == pytest.approx(0.1) and trained.head.current_margin == 0.2
+
+
+def test_a_checkpoint_saved_before_the_head_had_a_warm_up_loads_without_one(tmp_path: Path) -> None:
+    config = tmp_path / "config.json"
+    SpeakerEncoder(
+        encoder=TINY_ENCODERS["ecapa_tdnn"], head=TINY_HEADS["am_softmax"], classes=["a", "b"]
+    ).save_pretrained(tmp_path)
+    assert "margin_warmup_start" not in config.read_text()
+    head = SpeakerEncoder.from_pretrained(tmp_path, device="cpu").head
+    assert (head.margin_warmup_start, head.margin_warmup_steps) == (0, 0)
+    assert [head.margin_at(step) for step in (0, 1000)] == [0.2, 0.2] and head.current_margin == 0.2
+
+
 # ----------------------------------------------------------------------------- resume after SIGKILL
 def _python_m_train(*args: str) -> list[str]:
     return [sys.executable, "-m", "train", *args]
@@ -122,6 +159,10 @@ def test_resume_after_sigkill_repeats_the_uninterrupted_losses_exactly(tmp_path:
         "train.validate_every=10",
         "--set",
         "train.best_metric=val_accuracy",
+        "--set",  # the margin changes across the kill: the resumed head must get the step's margin
+        "head.margin_warmup_start=2",
+        "--set",
+        "head.margin_warmup_steps=20",
     ]
     reference, killed = tmp_path / "reference", tmp_path / "killed"
     started = [

@@ -18,8 +18,8 @@ from train.__main__ import main
 from train.config import load_config, source_settings
 from train.data import DataError, folder_source, manifest_source
 from train.distributed import Dist
-from train.evaluate import SegmentTrials
 from train.prepare import holdout_trials, load_source, prepare_data
+from train.trials import SegmentTrials
 
 # Voices besides conftest's three (pitch, formant in Hz), for runs that hold speakers out.
 MORE_VOICES = {"dave": (140.0, 1100.0), "erin": (230.0, 2200.0)}

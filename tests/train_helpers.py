@@ -15,7 +15,7 @@ from conftest import write_voices
 from train.__main__ import main
 
 # The augmentation setting of the command that trained the shipped checkpoint, before its recipe had
-# a file of its own: the augmented recipe file plus --set of this (see the checkpoint's model card).
+# a file of its own: the augmented recipe file plus --set of this (see checkpoints/ecapa-speechocean/EXPERIMENTS.md).
 SHIPPED_CHECKPOINT_AUGMENT = (
     "augment={prob: 0.0, coloured_noise: false, babble: false, gain_db: 0.0, "
     "spec_freq_mask: 0, spec_time_mask: 0, spec_prob: 0.0}"

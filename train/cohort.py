@@ -23,21 +23,21 @@ from speakerdemo.encoder import SpeakerEncoder
 from .condition_trials import condition_trials
 from .config import load_config
 from .data import DataError, Utterance
-from .evaluate import embed_arrays
 from .prepare import load_source
+from .sources import source_of
+from .trials import embed_arrays
 
-AUDIO_SOURCES = ("manifest", "voxceleb", "folder")
 RECORDINGS_PER_SPEAKER = 2  # of each training speaker: a long LibriSpeech reading, two short prompts
 CLIPS_PER_CONDITION = 2  # of each speaker in each condition: ~3,000 clips for the shipped recipe
 
 
 def training_recordings(recipe: Path) -> list[Utterance]:
     """The first ``RECORDINGS_PER_SPEAKER`` recordings of every training speaker of the recipe's
-    audio sources (its held-out speakers excluded, drawn as ``fit`` draws them)."""
+    labelled audio sources (its held-out speakers excluded, drawn as ``fit`` draws them)."""
     cfg = load_config(recipe, [])
     recordings: list[Utterance] = []
     for spec in cfg["data"]["sources"]:
-        if spec["type"] not in AUDIO_SOURCES:
+        if not (source_of(spec).audio and source_of(spec).labelled):
             continue
         taken: dict[str, int] = {}
         for utt in load_source(spec, cfg["seed"])[0]:

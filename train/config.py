@@ -26,6 +26,7 @@ from speakerdemo.models import ENCODERS
 
 from . import optim
 from .distill import TEACHERS
+from .sources import DEFAULT_SOURCE_TYPE, SOURCES, source_of
 
 
 @dataclass(frozen=True)
@@ -60,18 +61,6 @@ SCHEDULES: dict[str, Choice] = {
 # Encoder and head options default in their speakerdemo constructors (checkpoints record them).
 NAMED_SECTIONS = ("encoder", "head", "optim", "schedule")
 
-# A ``data.sources`` entry by ``type``: its required options, then its optional ones with their defaults.
-# ``split`` keeps the manifest rows of one split; ``hold_out_speakers`` keeps that many speakers out of
-# training for the validation EER; ``repeats`` is crops per clip and epoch (long files can give several).
-SOURCES: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
-    "folder": (("root",), {"hold_out_speakers": 0, "repeats": 1}),
-    "manifest": (("root", "manifest"), {"split": None, "hold_out_speakers": 0, "repeats": 1}),
-    "voxceleb": (("root", "list"), {"hold_out_speakers": 0, "repeats": 1}),
-    "hw4": (("root",), {}),
-    # Clips of unknown speakers (a CSV with a path column), for distillation only.
-    "unlabelled": (("root", "manifest"), {"repeats": 1}),
-}
-DEFAULT_SOURCE_TYPE = "folder"
 BEST_METRICS = ("val_eer", "val_accuracy")
 
 DEFAULTS: dict[str, Any] = {
@@ -80,7 +69,7 @@ DEFAULTS: dict[str, Any] = {
     "run_dir": "runs/latest",  # --run-dir overrides it
     "command": None,  # the command line that started the run, written by ``fit``
     "data": {
-        "sources": [],  # entries as SOURCES describes
+        "sources": [],  # entries as train.sources.SOURCES describes
         "preload": True,  # decoded clips held in memory (int16)
         "split": {"kind": "utterance", "val_fraction": 0.0, "val_speakers": 0, "folds": 5, "fold": 0},
         "trials": None,  # {file, root}: a trial list for the validation EER
@@ -127,8 +116,6 @@ DEFAULTS: dict[str, Any] = {
         "validate_every": 500,
         "checkpoint_every": 250,  # training state (state.pt) for --resume
         "best_metric": "val_eer",  # what picks best/: EER on held-out speakers, or val_accuracy
-        "margin_warmup_start": 0,  # margin 0 until this step, then linear to the head's margin ...
-        "margin_warmup_steps": 0,  # ... over this many steps
         "long_crop_seconds": 0.0,  # longer crops late in training (0: never) ...
         "long_crop_from": 1.0,  # ... from this fraction of the steps on
         "init_from": None,  # a checkpoint folder to fine-tune
@@ -136,6 +123,12 @@ DEFAULTS: dict[str, Any] = {
 }
 # Sections whose settings are all listed in DEFAULTS: unknown keys are refused, missing ones filled.
 FIXED_SECTIONS = ("data", "augment", "distill", "train")
+# Settings that moved, by their old name: refused with the new name, so an old recipe or run folder
+# fails at once instead of training without them.
+MOVED = {
+    "train.margin_warmup_start": "head.margin_warmup_start",  # the head schedules its own margin
+    "train.margin_warmup_steps": "head.margin_warmup_steps",
+}
 
 
 class ConfigError(ValueError):
@@ -230,16 +223,14 @@ def source_settings(spec: Any) -> dict:
     kind = spec.get("type", DEFAULT_SOURCE_TYPE)
     if kind not in SOURCES:
         raise ConfigError(f"Unknown source type {kind!r}; choose one of {list(SOURCES)}.")
-    required, defaults = SOURCES[kind]
-    missing = [key for key in required if key not in spec]
+    source = SOURCES[kind]
+    missing = [key for key in source.required if key not in spec]
     if missing:
         raise ConfigError(f"A {kind} source needs {missing}: {spec}.")
-    unknown = sorted(set(spec) - {"type", *required, *defaults})
+    unknown = sorted(set(spec) - {"type", *source.options})
     if unknown:
-        raise ConfigError(
-            f"Source option(s) {unknown} do not apply to a {kind} source; it takes {sorted({*required, *defaults})}."
-        )
-    return {"type": kind, **copy.deepcopy(defaults), **spec}
+        raise ConfigError(f"Source option(s) {unknown} do not apply to a {kind} source; it takes {source.options}.")
+    return {"type": kind, **copy.deepcopy(source.defaults), **spec}
 
 
 def _named(cfg: dict, section: str, label: str, names: list[str]) -> str:
@@ -287,13 +278,13 @@ def _resolve_choice(cfg: dict, section: str, label: str, registry: dict[str, Cho
 def resolve_frontend(cfg: dict) -> None:
     """Expand ``frontend`` into every front-end setting, so config.yaml records the features exactly.
 
-    ``frontend.preset`` picks a speakerdemo preset that the other keys override. HW4 feature
-    sources default to the ``hw4`` preset: their features were made with it, and a checkpoint that
-    records it also classifies raw audio the way the features were computed.
+    ``frontend.preset`` picks a speakerdemo preset that the other keys override. Feature sources
+    (HW4) default to the preset their features were made with: a checkpoint that records it also
+    classifies raw audio the way the features were computed.
     """
     settings = dict(cfg["frontend"])
-    hw4 = any(spec["type"] == "hw4" for spec in cfg["data"]["sources"])
-    preset = settings.pop("preset", "hw4" if hw4 else "default")
+    made_with = [source_of(spec).feature_preset for spec in cfg["data"]["sources"] if not source_of(spec).audio]
+    preset = settings.pop("preset", made_with[0] if made_with else "default")
     try:
         cfg["frontend"] = frontend_config(preset, **settings).to_dict()
     except (TypeError, ValueError) as err:
@@ -305,8 +296,17 @@ def resolve_frontend(cfg: dict) -> None:
         )
 
 
+def _refuse_moved(cfg: dict) -> None:
+    """A setting given under its old name (``MOVED``) is refused with its new one."""
+    for old, new in MOVED.items():
+        section, key = old.split(".")
+        if isinstance(cfg.get(section), dict) and key in cfg[section]:
+            raise ConfigError(f"{old} has moved: set {new} instead (--set {new}={cfg[section][key]!r}).")
+
+
 def resolve(cfg: dict) -> dict:
     """Check a merged config and fill in every default: the settings a run uses, all of them."""
+    _refuse_moved(cfg)
     for key, default in DEFAULTS.items():
         if key not in cfg:
             cfg[key] = copy.deepcopy(default)
@@ -326,12 +326,13 @@ def resolve(cfg: dict) -> dict:
     if cfg["train"]["best_metric"] not in BEST_METRICS:
         raise ConfigError(f"train.best_metric {cfg['train']['best_metric']!r}: choose one of {list(BEST_METRICS)}.")
     teacher = cfg["distill"]["teacher"]
-    if teacher is None and any(spec["type"] == "unlabelled" for spec in cfg["data"]["sources"]):
+    sources = [source_of(spec) for spec in cfg["data"]["sources"]]
+    if teacher is None and not all(source.labelled for source in sources):
         raise ConfigError("An unlabelled source teaches only through distillation: set distill.teacher.")
     if teacher is not None:
         if teacher not in TEACHERS:
             raise ConfigError(f"Unknown distill.teacher {teacher!r}; choose one of {sorted(TEACHERS)}, or null (off).")
-        if any(spec["type"] == "hw4" for spec in cfg["data"]["sources"]):
+        if not all(source.audio for source in sources):
             raise ConfigError("distill.teacher needs audio: HW4 sources are features the teacher cannot hear.")
     init_from = cfg["train"]["init_from"]
     if init_from and not (Path(init_from) / "config.json").is_file():

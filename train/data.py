@@ -1,5 +1,6 @@
-"""Training data: sources (folder per speaker, CSV manifest, VoxCeleb list), trial lists, splits,
-the clip store, and random crops.
+"""Training data: the readers of the sources (folder per speaker, CSV manifest, VoxCeleb list, Kaldi
+data dir; ``train.sources`` names them for configs), trial lists, splits, the clip store, and random
+crops.
 
 Every source yields ``Utterance`` records whose paths are checked to stay inside the data root;
 unreadable clips are skipped with a count in the log instead of crashing an epoch.
@@ -10,6 +11,7 @@ from __future__ import annotations
 import csv
 import logging
 import random
+import re
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -124,6 +126,79 @@ def voxceleb_list_source(list_file: Path, root: Path) -> list[Utterance]:
             raise DataError(f"{list_file}:{number}: expected 'speaker path', got {line!r}.")
         safe_path(root, parts[1])  # refuses paths that escape the root
         utts.append(Utterance(parts[0], parts[1], root=str(root)))
+    return utts
+
+
+def _kaldi_table(path: Path, form: str) -> dict[str, tuple[str, int]]:
+    """A Kaldi table file (``key value`` per line) as key -> (value, line number).
+
+    A line with a key alone, or a repeated key (which of the two lines was meant cannot be known), is
+    a DataError naming file:line; the value is the rest of the line, checked by the caller.
+    """
+    if not path.is_file():
+        raise DataError(f"{path} is missing: a Kaldi data dir needs wav.scp and utt2spk.")
+    table: dict[str, tuple[str, int]] = {}
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        parts = line.split(maxsplit=1)
+        if len(parts) != 2:
+            raise DataError(f"{path}:{number}: expected '{form}', got {line!r}.")
+        key, value = parts[0], parts[1].strip()
+        if key in table:
+            raise DataError(f"{path}:{number}: utterance {key!r} is listed again (first on line {table[key][1]}).")
+        table[key] = (value, number)
+    return table
+
+
+def _plain_path(value: str, where: str) -> str:
+    """A wav.scp value that names a file: commands and archive offsets need Kaldi (or a shell) to read."""
+    if value.endswith("|") or value.startswith("|") or value == "-":
+        raise DataError(
+            f"{where}: {value!r} is a piped command; only plain audio paths are read (write the clips out)."
+        )
+    if re.search(r"\.ark:\d+$", value):
+        raise DataError(f"{where}: {value!r} is an offset into a Kaldi archive; only plain audio paths are read.")
+    if len(value.split()) != 1:
+        raise DataError(f"{where}: expected 'utterance-id path' (a path without spaces), got {value!r}.")
+    return value
+
+
+def kaldi_source(data_dir: Path, audio_root: Path) -> list[Utterance]:
+    """A Kaldi data dir: ``wav.scp`` (``utt-id path``) and ``utt2spk`` (``utt-id speaker-id``), in
+    wav.scp order.
+
+    Only plain audio paths are read: piped commands (``utt sox in.flac -t wav - |``), standard input
+    and archive offsets (``raw.ark:1234``) would run programs or need Kaldi to decode, so they are
+    refused; so is a ``segments`` file (wav.scp then lists recordings, not utterances). Relative paths
+    are relative to ``audio_root`` and absolute ones must lie inside it, as every source's paths must.
+    Both files must list the same utterances (Kaldi's ``utils/fix_data_dir.sh`` makes them agree).
+    """
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise DataError(f"Kaldi data dir {data_dir} does not exist.")
+    if (data_dir / "segments").exists():
+        raise DataError(
+            f"{data_dir / 'segments'}: utterances cut out of recordings are not supported; "
+            "extract them to files first (e.g. Kaldi's extract-segments) and list those in wav.scp."
+        )
+    wav_scp, utt2spk = data_dir / "wav.scp", data_dir / "utt2spk"
+    speakers = _kaldi_table(utt2spk, "utterance-id speaker-id")
+    for speaker, number in speakers.values():
+        if len(speaker.split()) != 1:
+            raise DataError(f"{utt2spk}:{number}: expected 'utterance-id speaker-id', got {speaker!r} after the id.")
+    utts = []
+    for utt, (value, number) in _kaldi_table(wav_scp, "utterance-id path").items():
+        path = _plain_path(value, f"{wav_scp}:{number}")
+        if utt not in speakers:
+            raise DataError(f"{wav_scp}:{number}: utterance {utt!r} is missing from {utt2spk}.")
+        safe_path(audio_root, path)  # refuses paths that escape the audio root
+        utts.append(Utterance(speakers.pop(utt)[0], path, root=str(audio_root)))
+    if speakers:
+        utt, (_, number) = next(iter(speakers.items()))
+        raise DataError(f"{utt2spk}:{number}: utterance {utt!r} is missing from {wav_scp} ({len(speakers)} such).")
+    if not utts:
+        raise DataError(f"{wav_scp} lists no utterances.")
     return utts
 
 

@@ -1,7 +1,7 @@
 """Training: the model in training (``TrainModel``), one optimizer step (``train_step``), the loop
-(``fit``: mixed precision, schedules, margin warm-up, longer crops late, validation, the best
-checkpoint, atomic checkpoints, exact resume, DistributedDataParallel under torchrun), and the
-``fit`` command around it.
+(``fit``: mixed precision, schedules, the step for the head's margin warm-up, longer crops late,
+validation, the best checkpoint, atomic checkpoints, exact resume, DistributedDataParallel under
+torchrun), and the ``fit`` command around it.
 """
 
 from __future__ import annotations
@@ -39,11 +39,11 @@ from .config import OPTIMIZERS, SCHEDULES, build, load_config
 from .data import NO_CLASS, Utterance
 from .distill import TEACHERS, distillation_losses
 from .distributed import Dist, init_distributed
-from .evaluate import TrialSet, embed_clips
 from .hw4 import Hw4TestItem, predicted_classes
 from .logs import MetricLog, setup_logging
 from .prepare import Prepared, prepare_data
 from .sampler import ResumableSampler
+from .trials import TrialSet, embed_clips
 
 log = logging.getLogger("train")
 
@@ -157,13 +157,6 @@ def train_step(
     return StepResult(loss, logits, grad_norm, terms)
 
 
-def margin_at(step: int, final: float, start: int, length: int) -> float:
-    """Margin warm-up: 0 until ``start``, then linear to ``final`` over ``length`` steps."""
-    if length <= 0:
-        return final if step >= start else 0.0
-    return final * min(1.0, max(0.0, (step - start) / length))
-
-
 # ----------------------------------------------------------------------------- validation
 def validate(
     encoder: SpeakerEncoder,
@@ -226,7 +219,6 @@ def fit(cfg: dict, run_dir: Path, data: Prepared, d: Dist, resume: bool = False)
     device = resolve_device(cfg["device"])
     model = TrainModel.from_config(cfg, data.classes)
     head = model.encoder.head
-    final_margin = getattr(head, "margin", None)  # the head's configured margin, before any warm-up
     state_path = run_dir / STATE_FILE
     resumed = resume and state_path.exists()
     if t["init_from"] and not resumed:  # a resumed run restores its own weights
@@ -285,10 +277,7 @@ def fit(cfg: dict, run_dir: Path, data: Prepared, d: Dist, resume: bool = False)
             generator=torch.Generator().manual_seed(cfg["seed"] + progress["epoch"]),
         )
         for crops, labels in loader:
-            if final_margin is not None:
-                head.margin = margin_at(
-                    progress["step"], final_margin, t["margin_warmup_start"], t["margin_warmup_steps"]
-                )
+            head.set_step(progress["step"])  # the head warms its margin up (speakerdemo.losses)
             crops, labels = crops.to(device, non_blocking=True), labels.to(device, non_blocking=True)
             step = train_step(
                 net, opt, crops, labels, amp=t["amp"], grad_clip=t["grad_clip"], scaler=scaler, teacher=teacher

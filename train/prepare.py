@@ -25,20 +25,17 @@ from .data import (
     Utterance,
     babble_source,
     check_training_set,
-    folder_source,
     k_fold,
     label_map,
-    manifest_source,
     read_trials,
     speaker_disjoint_split,
-    unlabelled_source,
     utterance_split,
-    voxceleb_list_source,
     write_split,
 )
 from .distributed import Dist
-from .evaluate import FileTrials, TrialSet, segment_trials
 from .hw4 import HOP_LENGTH, N_MELS, Hw4CropDataset, hw4_utterances, load_hw4
+from .sources import source_of
+from .trials import FileTrials, TrialSet, segment_trials
 
 log = logging.getLogger("train")
 
@@ -66,18 +63,13 @@ class Prepared:
 
 
 def load_source(spec: dict, seed: int) -> tuple[list[Utterance], list[Utterance]]:
-    """One resolved audio entry of ``data.sources``: (training utterances, held-out speakers' utterances)."""
-    root = Path(spec["root"])
-    if spec["type"] == "manifest":
-        utts = manifest_source(Path(spec["manifest"]), root)
-        if spec["split"]:
-            utts = [u for u in utts if u.split == spec["split"]]
-    elif spec["type"] == "voxceleb":
-        utts = voxceleb_list_source(Path(spec["list"]), root)
-    else:
-        utts = folder_source(root)
+    """One resolved entry of ``data.sources``: (training utterances, held-out speakers' utterances).
+
+    Sources without ``hold_out_speakers`` among their options (unlabelled clips, HW4) hold none out.
+    """
+    utts = source_of(spec).read(spec)
     held: list[Utterance] = []
-    if spec["hold_out_speakers"]:
+    if spec.get("hold_out_speakers"):
         utts, held = speaker_disjoint_split(utts, spec["hold_out_speakers"], seed)
     return utts, held
 
@@ -199,13 +191,12 @@ def prepare_data(cfg: dict, run_dir: Path, d: Dist) -> Prepared:
     data, seed = cfg["data"], cfg["seed"]
     if not data["sources"]:
         raise DataError("No data sources: set data.sources in the config (see train/configs/).")
-    if any(spec["type"] == "hw4" for spec in data["sources"]):
+    if not all(source_of(spec).audio for spec in data["sources"]):
         return prepare_hw4(cfg, run_dir, d)
     utts, repeats, held, unlabelled = [], [], [], []
     for spec in data["sources"]:
-        if spec["type"] == "unlabelled":  # never split or held out: it has no speakers to validate on
-            clips = unlabelled_source(Path(spec["manifest"]), Path(spec["root"]))
-            unlabelled += [(u, int(spec["repeats"])) for u in clips]
+        if not source_of(spec).labelled:  # never split or held out: it has no speakers to validate on
+            unlabelled += [(u, int(spec["repeats"])) for u in source_of(spec).read(spec)]
             continue
         kept, out = load_source(spec, seed)
         utts += kept
