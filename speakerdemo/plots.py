@@ -32,6 +32,13 @@ def _decimate(emb: Embedding) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return emb.frame_times[:n:step], emb.mel[:n:step], attention
 
 
+def _speech_shapes(regions: list[tuple[float, float]]) -> list[dict]:
+    """Speech regions as shaded bands over the attention panel (what ``add_vrect`` makes), as layout
+    entries for :func:`spectrogram_figure`'s one constructor call."""
+    shape = {"type": "rect", "xref": "x2", "yref": "y2 domain", "y0": 0, "y1": 1}
+    return [{**shape, "x0": start, "x1": end, "fillcolor": SPEECH_FILL, "line": {"width": 0}} for start, end in regions]
+
+
 def spectrogram_figure(emb: Embedding, title: str = "") -> go.Figure:
     """Log-mel spectrogram over attention-pooling weights, on one time axis, speech shaded.
 
@@ -41,20 +48,6 @@ def spectrogram_figure(emb: Embedding, title: str = "") -> go.Figure:
     """
     times, mel, attention = _decimate(emb)
     heading = f"{title} — " if title else ""
-    speech = [
-        {
-            "type": "rect",
-            "xref": "x2",
-            "yref": "y2 domain",
-            "x0": start,
-            "x1": end,
-            "y0": 0,
-            "y1": 1,
-            "fillcolor": SPEECH_FILL,
-            "line": {"width": 0},
-        }
-        for start, end in emb.speech_regions
-    ]
     return go.Figure(
         data=[
             go.Heatmap(
@@ -82,7 +75,7 @@ def spectrogram_figure(emb: Embedding, title: str = "") -> go.Figure:
             "yaxis": {"anchor": "x", "domain": [0.3472, 1.0], "title": {"text": "mel bin"}},
             "xaxis2": {"anchor": "y2", "domain": [0.0, 1.0], "title": {"text": "time (s)"}},
             "yaxis2": {"anchor": "x2", "domain": [0.0, 0.3072], "title": {"text": "attention"}, "rangemode": "tozero"},
-            "shapes": speech,
+            "shapes": _speech_shapes(emb.speech_regions),
             "title": {
                 "text": f"{heading}{emb.speech_seconds:.1f} s of speech in {emb.duration_seconds:.1f} s (shaded)"
             },

@@ -1,4 +1,4 @@
-"""The Gradio demo: the request handlers over SpeakerEncoder, Gallery and plots, and the Blocks that wire them.
+"""The Gradio demo: the request handlers over SpeakerEncoder, Gallery and plots, and one Blocks builder per tab.
 
 Every handler is a method of :class:`Demo` that takes the session (a :class:`Session`) first and
 the components' values after it, in the order the Blocks pass them, so events are wired to the
@@ -6,6 +6,7 @@ methods themselves and tests call them directly. A handler fetches its encoder o
 User mistakes become ``gr.Error`` with the AudioError's message; nothing else a user sends reaches
 a stack trace. Per-session state (model choice, the session gallery) lives in ``gr.State``; what
 is shared between sessions (models, the persistent gallery) is in ``speakerdemo.app_state``.
+The layout is built tab by tab (see the layout section): a tab is a Demo method and a builder.
 """
 
 from __future__ import annotations
@@ -364,143 +365,180 @@ def example_clips() -> list[str]:
 
 
 # ---------------------------------------------------------------------- layout
+# One builder per tab: it opens its tab, builds the components, wires their events to Demo methods
+# and returns only what other parts of the page update. A new tab is one Demo method, one builder
+# and one call in build_demo; what it needs from elsewhere on the page are its parameters.
+@dataclass(frozen=True)
+class Controls:
+    """What every tab reads: the session and the header row's model dropdown and threshold slider."""
+
+    session: gr.State
+    model: gr.Dropdown
+    threshold: gr.Slider
+
+
 def _audio(label: str) -> gr.Audio:
     return gr.Audio(sources=["microphone", "upload"], type="filepath", label=label)
 
 
-def build_demo(demo: Demo) -> gr.Blocks:
-    """The Blocks app; every event is wired to a Demo method, next to the components it serves."""
+def _header(demo: Demo) -> Controls:
+    """Title, then the model dropdown and threshold slider that every tab's handlers read."""
     default = demo.models.default
     encoder = demo.models.get(default)
+    session = gr.State(Session(default))
+    gr.Markdown(
+        "# 🎙️ speakerdemo\nRecord with your microphone or upload clips (up to "
+        f"{demo.max_seconds:.0f} s, {MAX_UPLOAD_MB} MB). See what the model hears, check whether two clips "
+        "are the same speaker, and identify speakers you enroll."
+    )
+    with gr.Row():
+        model = gr.Dropdown(
+            list(demo.models.choices),
+            value=default,
+            label="Model",
+            interactive=demo.shared is None and len(demo.models.choices) > 1,  # a shared gallery pins the model
+            scale=3,
+        )
+        threshold = gr.Slider(
+            *threshold_range(encoder),
+            value=round(encoder.threshold, 3),
+            step=0.001,
+            scale=4,
+            label="Decision threshold (default: the checkpoint's calibrated EER threshold)",
+        )
+    return Controls(session, model, threshold)
+
+
+def _verify_tab(demo: Demo, controls: Controls) -> None:
+    """Two clips, one verdict. The score and kind of clip stay in the page so that moving the
+    threshold redraws the verdict (:meth:`Demo.verdict`) without the model."""
     examples = example_clips()
-    # Enroll, remove and import redraw the map shown in the Identify tab: it is defined here and
-    # rendered in that tab, so the Enroll tab's events can name it as an output.
+    with gr.Tab("Verify"):
+        with gr.Row():
+            clip_a, clip_b = _audio("Clip A"), _audio("Clip B")
+        if len(examples) >= 2:
+            gr.Examples(
+                [[examples[0], examples[1]], [examples[0], examples[-1]]],
+                [clip_a, clip_b],
+                label="Generated example clips (espeak-ng voices)",
+            )
+        verify_btn = gr.Button("Verify", variant="primary")
+        score = gr.State(None)
+        condition = gr.State(None)
+        verdict = gr.Markdown("Give two clips and press **Verify**.", elem_id="verdict")
+        dist = gr.Plot(label="What the score means")
+        with gr.Row():
+            spec_a = gr.Plot(label="Clip A: spectrogram and attention")
+            spec_b = gr.Plot(label="Clip B: spectrogram and attention")
+    verify_btn.click(
+        demo.verify,
+        [controls.session, clip_a, clip_b, controls.threshold],
+        [spec_a, spec_b, verdict, dist, condition, score],
+        api_name="verify",
+    )
+    controls.threshold.change(
+        demo.verdict,
+        [controls.session, score, condition, controls.threshold],
+        [verdict, dist],
+        api_name=False,
+        show_progress="hidden",
+    )
+
+
+def _enroll_tab(demo: Demo, controls: Controls, emb_map: gr.Plot) -> gr.Dataframe:
+    """Enroll, remove, download and upload speakers. Every change redraws the gallery table and
+    ``emb_map`` (shown in the Identify tab); returns the table, which model switches and page
+    loads redraw too."""
+    with gr.Tab("Enroll"), gr.Row():
+        with gr.Column():
+            name = gr.Textbox(label="Speaker name", max_lines=1)
+            mic = _audio("Record a clip (optional)")
+            files = gr.File(label="…and/or upload clips", file_count="multiple", type="filepath")
+            enroll_btn = gr.Button("Enroll", variant="primary")
+            message = gr.Markdown(elem_id="enroll-message")
+        with gr.Column():
+            table = gr.Dataframe(
+                headers=["speaker", "clips"],
+                value=[],
+                label="Enrolled speakers",
+                interactive=False,
+                elem_id="gallery-table",
+            )
+            with gr.Row():
+                remove_name = gr.Textbox(label="Remove speaker", max_lines=1, scale=3)
+                remove_btn = gr.Button("Remove", scale=1)
+            with gr.Row():
+                export_btn = gr.Button("Download gallery")
+                export_file = gr.File(label="Gallery file", interactive=False)
+            import_file = gr.File(label="Upload a gallery (.safetensors)", file_types=[".safetensors"], type="filepath")
+    session = controls.session
+    changed = [session, table, emb_map, message]
+    enrolled = enroll_btn.click(demo.enroll, [session, name, mic, files], changed, api_name="enroll")
+    enrolled.success(lambda: (None, None), None, [mic, files], api_name=False, show_progress="hidden")
+    remove_btn.click(demo.remove, [session, remove_name], changed, api_name="remove")
+    export_btn.click(demo.export, [session], [export_file], api_name="export_gallery")
+    import_file.upload(demo.load, [session, import_file], changed, api_name="import_gallery")
+    return table
+
+
+def _identify_tab(demo: Demo, controls: Controls, emb_map: gr.Plot) -> None:
+    """Who of the enrolled speakers is this? Renders ``emb_map``, which the Enroll tab redraws."""
+    with gr.Tab("Identify"):
+        with gr.Row():
+            with gr.Column():
+                query = _audio("Who is speaking?")
+                top_k = gr.Slider(1, 10, value=5, step=1, label="Show top k")
+                identify_btn = gr.Button("Identify", variant="primary")
+                text = gr.Markdown(elem_id="identify-result")
+            with gr.Column():
+                ranking = gr.Plot(label="Ranking")
+                classes = gr.Dataframe(
+                    headers=["training speaker", "probability"],
+                    value=[],
+                    label="Closest training speakers (checkpoints with a classifier head)",
+                    interactive=False,
+                )
+        with gr.Row():
+            emb_map.render()
+            query_spec = gr.Plot(label="Query: spectrogram and attention")
+    identify_btn.click(
+        demo.identify,
+        [controls.session, query, controls.threshold, top_k],
+        [text, ranking, classes, emb_map, query_spec],
+        api_name="identify",
+    )
+
+
+def _inspect_tab(demo: Demo, controls: Controls) -> None:
+    """What the model hears in one clip."""
+    with gr.Tab("Inspect"):
+        clip = _audio("Clip")
+        inspect_btn = gr.Button("Inspect", variant="primary")
+        text = gr.Markdown(elem_id="inspect-result")
+        figure = gr.Plot(label="Log-mel spectrogram, attention-pooling weights, speech regions")
+    inspect_btn.click(demo.inspect, [controls.session, clip], [figure, text], api_name="inspect")
+
+
+def _model_tab(demo: Demo) -> gr.Markdown:
+    """The default model's card; returned for model switches to replace."""
+    with gr.Tab("Model"):
+        return gr.Markdown(read_model_card(demo.models.choices[demo.models.default]))
+
+
+def build_demo(demo: Demo) -> gr.Blocks:
+    """The Blocks app: the header and the tabs in order, then the events that span tabs."""
+    # The embedding map is shown in the Identify tab but redrawn by the Enroll tab's events, model
+    # switches and page loads: made here, before either tab, and rendered by the Identify tab.
     emb_map = gr.Plot(label="Embedding map", render=False)
     with gr.Blocks(title="speakerdemo — who is speaking?") as blocks:
-        session = gr.State(Session(default))
-        gr.Markdown(
-            "# 🎙️ speakerdemo\nRecord with your microphone or upload clips (up to "
-            f"{demo.max_seconds:.0f} s, {MAX_UPLOAD_MB} MB). See what the model hears, check whether two clips "
-            "are the same speaker, and identify speakers you enroll."
-        )
-        with gr.Row():
-            model = gr.Dropdown(
-                list(demo.models.choices),
-                value=default,
-                label="Model",
-                interactive=demo.shared is None and len(demo.models.choices) > 1,
-                scale=3,
-            )
-            threshold = gr.Slider(
-                *threshold_range(encoder),
-                value=round(encoder.threshold, 3),
-                step=0.001,
-                scale=4,
-                label="Decision threshold (default: the checkpoint's calibrated EER threshold)",
-            )
-
-        with gr.Tab("Verify"):
-            with gr.Row():
-                clip_a, clip_b = _audio("Clip A"), _audio("Clip B")
-            if len(examples) >= 2:
-                gr.Examples(
-                    [[examples[0], examples[1]], [examples[0], examples[-1]]],
-                    [clip_a, clip_b],
-                    label="Generated example clips (espeak-ng voices)",
-                )
-            verify_btn = gr.Button("Verify", variant="primary")
-            score = gr.State(None)
-            condition = gr.State(None)
-            verdict = gr.Markdown("Give two clips and press **Verify**.", elem_id="verdict")
-            dist = gr.Plot(label="What the score means")
-            with gr.Row():
-                spec_a = gr.Plot(label="Clip A: spectrogram and attention")
-                spec_b = gr.Plot(label="Clip B: spectrogram and attention")
-            verify_btn.click(
-                demo.verify,
-                [session, clip_a, clip_b, threshold],
-                [spec_a, spec_b, verdict, dist, condition, score],
-                api_name="verify",
-            )
-            threshold.change(
-                demo.verdict,
-                [session, score, condition, threshold],
-                [verdict, dist],
-                api_name=False,
-                show_progress="hidden",
-            )
-
-        with gr.Tab("Enroll"):
-            with gr.Row():
-                with gr.Column():
-                    name = gr.Textbox(label="Speaker name", max_lines=1)
-                    enroll_mic = _audio("Record a clip (optional)")
-                    enroll_files = gr.File(label="…and/or upload clips", file_count="multiple", type="filepath")
-                    enroll_btn = gr.Button("Enroll", variant="primary")
-                    enroll_msg = gr.Markdown(elem_id="enroll-message")
-                with gr.Column():
-                    table = gr.Dataframe(
-                        headers=["speaker", "clips"],
-                        value=[],
-                        label="Enrolled speakers",
-                        interactive=False,
-                        elem_id="gallery-table",
-                    )
-                    with gr.Row():
-                        remove_name = gr.Textbox(label="Remove speaker", max_lines=1, scale=3)
-                        remove_btn = gr.Button("Remove", scale=1)
-                    with gr.Row():
-                        export_btn = gr.Button("Download gallery")
-                        export_file = gr.File(label="Gallery file", interactive=False)
-                    import_file = gr.File(
-                        label="Upload a gallery (.safetensors)", file_types=[".safetensors"], type="filepath"
-                    )
-            changed = [session, table, emb_map, enroll_msg]
-            enrolled = enroll_btn.click(
-                demo.enroll, [session, name, enroll_mic, enroll_files], changed, api_name="enroll"
-            )
-            enrolled.success(
-                lambda: (None, None), None, [enroll_mic, enroll_files], api_name=False, show_progress="hidden"
-            )
-            remove_btn.click(demo.remove, [session, remove_name], changed, api_name="remove")
-            export_btn.click(demo.export, [session], [export_file], api_name="export_gallery")
-            import_file.upload(demo.load, [session, import_file], changed, api_name="import_gallery")
-
-        with gr.Tab("Identify"):
-            with gr.Row():
-                with gr.Column():
-                    query = _audio("Who is speaking?")
-                    top_k = gr.Slider(1, 10, value=5, step=1, label="Show top k")
-                    identify_btn = gr.Button("Identify", variant="primary")
-                    ident_text = gr.Markdown(elem_id="identify-result")
-                with gr.Column():
-                    ranking = gr.Plot(label="Ranking")
-                    classes = gr.Dataframe(
-                        headers=["training speaker", "probability"],
-                        value=[],
-                        label="Closest training speakers (checkpoints with a classifier head)",
-                        interactive=False,
-                    )
-            with gr.Row():
-                emb_map.render()
-                query_spec = gr.Plot(label="Query: spectrogram and attention")
-            identify_btn.click(
-                demo.identify,
-                [session, query, threshold, top_k],
-                [ident_text, ranking, classes, emb_map, query_spec],
-                api_name="identify",
-            )
-
-        with gr.Tab("Inspect"):
-            inspect_in = _audio("Clip")
-            inspect_btn = gr.Button("Inspect", variant="primary")
-            inspect_text = gr.Markdown(elem_id="inspect-result")
-            inspect_fig = gr.Plot(label="Log-mel spectrogram, attention-pooling weights, speech regions")
-            inspect_btn.click(demo.inspect, [session, inspect_in], [inspect_fig, inspect_text], api_name="inspect")
-
-        with gr.Tab("Model"):
-            card = gr.Markdown(read_model_card(demo.models.choices[default]))
-
-        model.change(demo.switch_model, [session, model], [session, threshold, card, table, emb_map], api_name=False)
+        controls = _header(demo)
+        _verify_tab(demo, controls)
+        table = _enroll_tab(demo, controls, emb_map)
+        _identify_tab(demo, controls, emb_map)
+        _inspect_tab(demo, controls)
+        card = _model_tab(demo)
+        session = controls.session
+        switched = [session, controls.threshold, card, table, emb_map]
+        controls.model.change(demo.switch_model, [session, controls.model], switched, api_name=False)
         blocks.load(demo.gallery_view, [session], [table, emb_map], api_name=False)
     return blocks
