@@ -1,12 +1,19 @@
 """The recording conditions a threshold is calibrated on, and which of them a pair of clips is like.
 
-One threshold means different things for different clips: strangers on a phone line or in a
-1-s clip score closer together than in a clean 10-s recording. A checkpoint calibrated across
-conditions (``python -m train calibrate``, :meth:`speakerdemo.scoring.Calibration.across_conditions`)
-keeps a score shift for each kind of clip the app can tell apart (``DETECTED``: by band, from
-:attr:`Embedding.high_band_db`, by noise, from :attr:`Embedding.level_range_db`, by length and
-by seconds of speech) and what its threshold means in each calibrated condition. Every pair of a calibration
-condition counts under the kind the app detects it as.
+One threshold means different things for different clips: strangers on a phone line, in a noisy
+room or in a long clip with pauses score closer together on the cosine than in clean 3-s speech.
+``python -m train calibrate --cohort`` (how the shipped checkpoint is calibrated) measures the
+threshold in each of ``CONDITIONS``, on scores normalised against a score cohort that holds every
+condition (:mod:`speakerdemo.cohort`), so that one threshold serves all, and the checkpoint keeps
+what that threshold means in each condition (false accepts and rejects).
+
+This module tells the kinds of clip apart as the app can (``DETECTED``: by band, from
+:attr:`Embedding.high_band_db`, by noise, from :attr:`Embedding.level_range_db`, by length and by
+seconds of speech), so that the app reads out the rates of the condition a user's pair is like,
+and every pair of a calibration condition counts under the kind the app detects it as. A
+checkpoint calibrated before the cohort (``python -m train calibrate`` without ``--cohort``) also
+keeps a score shift per detected kind, subtracted from the cosine of a pair of that kind; with a
+cohort no kind is shifted.
 """
 
 from __future__ import annotations
@@ -41,7 +48,7 @@ PHONE_BAND_DB = -50.0
 # 1-2 s LibriSpeech segment has less; of the 3-s segments 17 % have less (median 2.45 s of speech),
 # of 2.5 s more than half. The app also warns under 2 s of speech (ui.MIN_RELIABLE_SPEECH).
 SHORT_SPEECH_SECONDS = 2.0
-# Under this level range (speakerdemo.audio.level_range_db) a clip is noisy: 73 % of 3-s LibriSpeech
+# Under this level range (speakerdemo.audio.analyse_speech) a clip is noisy: 73 % of 3-s LibriSpeech
 # segments in a simulated noisy room (5-15 dB SNR) and 9 % of the clean ones; no speechocean762 or
 # wake-word recording of 150 each.
 NOISY_RANGE_DB = 28.0

@@ -19,9 +19,10 @@ from conftest import tiny_encoder
 from huggingface_hub import CommitInfo, HfApi, ModelCard
 from huggingface_hub.errors import HfHubHTTPError
 
+import train.hub
 from speakerdemo.cohort import Cohort
 from speakerdemo.encoder import SpeakerEncoder
-from train.hub import HubError, add_arguments, model_card, push, run, write_model_card
+from train.hub import HubError, add_arguments, model_card, push, run, uploaded_files, write_model_card
 
 METRICS = {
     "checkpoint": "runs/x/model",
@@ -188,6 +189,36 @@ def test_push_uploads_weights_config_and_card(checkpoint: Path, hub: list[dict])
     assert front_matter(upload["card"])["library_name"] == "speakerdemo"
     assert "pytorch_model_hub_mixin" not in upload["card"]
     assert 'from_pretrained("me/ecapa")' in upload["card"]
+    assert "EXPERIMENTS.md" not in upload["card"]  # linked only where the folder has one
+
+
+def test_push_uploads_the_experiments_and_the_card_links_them(checkpoint: Path, hub: list[dict]) -> None:
+    (checkpoint / "EXPERIMENTS.md").write_text("# Experiments\n\n| run | EER (%) |\n|---|---|\n| probe | 9.9 |\n")
+    push(checkpoint, "me/ecapa", token="hf_argument")
+    assert hub[1]["allow_patterns"] == ["config.json", "model.safetensors", "README.md", "EXPERIMENTS.md"]
+    assert "[EXPERIMENTS.md](EXPERIMENTS.md)" in hub[1]["card"]
+    assert "| probe | 9.9 |" not in hub[1]["card"]  # the history stays out of the card
+
+
+def test_the_docstring_and_help_name_every_file_push_uploads(checkpoint: Path) -> None:
+    config = json.loads((checkpoint / "config.json").read_text())
+    config = {**config, "onnx": {"file": "model.onnx", "int8": {"file": "model.int8.onnx"}}}
+    config["cohort"] = {"file": "cohort.safetensors"}
+    (checkpoint / "EXPERIMENTS.md").write_text("# Experiments\n")
+    files = uploaded_files(checkpoint, config)
+    assert files == [
+        "config.json",
+        "model.safetensors",
+        "README.md",
+        "model.onnx",
+        "model.int8.onnx",
+        "cohort.safetensors",
+        "EXPERIMENTS.md",
+    ]
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    for name in files:
+        assert name in train.hub.__doc__ and name in parser.description, name
 
 
 def test_push_uploads_the_exported_network_config_names(checkpoint: Path, hub: list[dict]) -> None:

@@ -18,11 +18,13 @@ import torch
 from torch import nn
 
 from speakerdemo.atomic import atomic_write, fsync_dir
-from speakerdemo.encoder import CheckpointError, SpeakerEncoder
+from speakerdemo.checkpoint import CheckpointError
+from speakerdemo.encoder import SpeakerEncoder
 
 log = logging.getLogger("train")
 
 STATE_FILE = "state.pt"
+DOCUMENTS = ("README.md", "EXPERIMENTS.md")  # a checkpoint folder's hand-written files
 
 
 class StateError(ValueError):
@@ -37,17 +39,18 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
 def atomic_save_pretrained(model: SpeakerEncoder, folder: Path) -> None:
     """Save a Hub-format checkpoint into a fresh folder and swap it in with one rename.
 
-    A model card already in the folder is carried over: it is written by hand or by ``push``, not
-    by ``save_pretrained``.
+    The documents already in the folder (``DOCUMENTS``: the model card and its experiments file) are
+    carried over: they are written by hand or by ``push``, not by ``save_pretrained``, and
+    ``calibrate`` or ``export`` rewriting a shipped checkpoint must not lose them.
     """
     tmp = folder.with_name(f".{folder.name}.tmp{os.getpid()}")
     old = folder.with_name(f".{folder.name}.old{os.getpid()}")
     if tmp.exists():
         shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
-    card = folder / "README.md"
-    if card.exists():
-        (tmp / "README.md").write_bytes(card.read_bytes())
+    for name in DOCUMENTS:
+        if (folder / name).is_file():
+            (tmp / name).write_bytes((folder / name).read_bytes())
     if folder.exists():
         os.replace(folder, old)
     os.replace(tmp, folder)

@@ -3,8 +3,14 @@
 The card is generated from what the folder itself holds (config.json, tensor shapes in
 model.safetensors) plus what only the caller knows (metrics, the training command, the training
 data with its licences), so that what the card states about the model cannot drift from the
-weights it ships with. Only config.json, model.safetensors and README.md are uploaded: run folders
-also hold optimizer states, logs and data splits, which do not belong in a public repo.
+weights it ships with. A card is for its reader: current facts only; history, probes and
+ablations go into the folder's EXPERIMENTS.md, which the card links.
+
+:func:`uploaded_files` is the one list of what ``push`` uploads: config.json, model.safetensors
+and README.md always; model.onnx and model.int8.onnx after ``python -m train export [--int8]``
+and cohort.safetensors after ``python -m train calibrate --cohort`` (as config.json names them);
+EXPERIMENTS.md when the folder has one. Nothing else: run folders also hold optimizer states,
+logs and data splits, which do not belong in a public repo.
 """
 
 from __future__ import annotations
@@ -25,13 +31,15 @@ from huggingface_hub.utils import validate_repo_id
 from safetensors import SafetensorError, safe_open
 
 from speakerdemo.atomic import atomic_write_text
-from speakerdemo.encoder import CONFIG_FILE, HUB_LIBRARY, HUB_LICENSE, HUB_TAGS, WEIGHTS_FILE
+from speakerdemo.checkpoint import CONFIG_FILE, HUB_LIBRARY, HUB_LICENSE, HUB_TAGS, WEIGHTS_FILE
 from speakerdemo.features import FrontEndConfig
 from speakerdemo.onnx_runtime import exported_files
 from speakerdemo.scoring import EER_RULE
 
 CARD_FILE = "README.md"
-UPLOADED = [CONFIG_FILE, WEIGHTS_FILE, CARD_FILE]
+# The record behind a card (history, probes, superseded tables): uploaded and linked when present.
+EXPERIMENTS_FILE = "EXPERIMENTS.md"
+ALWAYS_UPLOADED = (CONFIG_FILE, WEIGHTS_FILE, CARD_FILE)
 DEFAULT_COMMIT_MESSAGE = "Upload speakerdemo checkpoint"
 # The tag PyTorchModelHubMixin puts on the placeholder card it writes with every save_pretrained.
 MIXIN_TAG = "pytorch_model_hub_mixin"
@@ -104,7 +112,8 @@ def model_card(
     its verification results also go into the ``model-index`` the Hub displays. ``data`` lists the
     training sets as ``{"name", "licence", "attribution", "url", "hub_id"}`` (all but ``name``
     optional; ``hub_id`` is a Hub dataset id for the ``datasets`` metadata). ``extra_sections`` is
-    Markdown appended verbatim (comparison or ablation tables).
+    Markdown appended verbatim (current comparisons). The card links the folder's EXPERIMENTS.md
+    when it has one: history, probes and ablations go there, not into the card.
     """
     checkpoint_dir = Path(checkpoint_dir)
     config = read_config(checkpoint_dir)
@@ -122,7 +131,7 @@ def model_card(
     )
     sections = [
         f"# {name}\n\nA speaker-embedding model for the `speakerdemo` library: two recordings are compared "
-        "by the cosine similarity of their embeddings.",
+        "by the cosine similarity of their embeddings." + experiments_link(checkpoint_dir),
         architecture_section(config, counts),
         data_section(data),
         command_section(command),
@@ -134,6 +143,13 @@ def model_card(
     body = "\n\n".join(section for section in sections if section)
     ending = "" if body.endswith("\n") else "\n"
     return str(ModelCard(f"---\n{card_data.to_yaml()}\n---\n\n{body}{ending}"))
+
+
+def experiments_link(checkpoint_dir: Path) -> str:
+    """A sentence linking the folder's EXPERIMENTS.md, or nothing when it has none."""
+    if not (Path(checkpoint_dir) / EXPERIMENTS_FILE).is_file():
+        return ""
+    return f" Experiments, ablations and earlier versions: [{EXPERIMENTS_FILE}]({EXPERIMENTS_FILE})."
 
 
 def write_model_card(checkpoint_dir: Path, **options: Any) -> Path:
@@ -331,8 +347,8 @@ sole evidence in forensic or access-control decisions.
 Accuracy drops on short clips (under about 2 seconds of speech), noisy or reverberant recordings,
 channels, languages and ages unlike the training data, and for speakers under-represented in it.
 The decision threshold holds for the trials it was measured on; recalibrate it
-(`python -m train calibrate`, or `python -m train evaluate --calibrate` on a trial list) on data
-like your own before relying on it."""
+(`python -m train calibrate --cohort` with a recipe of speakers like yours, or
+`python -m train evaluate --calibrate` on a trial list) on data like your own before relying on it."""
 
 
 def usage_section(source: str) -> str:
@@ -340,7 +356,7 @@ def usage_section(source: str) -> str:
     return f"""## How to use
 
 ```python
-from speakerdemo.encoder import SpeakerEncoder
+from speakerdemo import SpeakerEncoder
 
 encoder = SpeakerEncoder.from_pretrained("{source}")
 a, b = encoder.embed("alice.wav"), encoder.embed("unknown.wav")
@@ -370,6 +386,15 @@ def check_repo_id(repo_id: str) -> None:
         raise HubError(f"{repo_id!r} is not a Hub repo id (expected 'user/name'): {err}") from err
 
 
+def uploaded_files(checkpoint_dir: Path, config: dict[str, Any]) -> list[str]:
+    """What ``push`` uploads from a checkpoint folder, in order: config.json, model.safetensors and
+    README.md; the exported networks config.json names (model.onnx, model.int8.onnx); the score
+    cohort it names (cohort.safetensors); EXPERIMENTS.md if the folder has one."""
+    cohort = [str(config["cohort"]["file"])] if isinstance(config.get("cohort"), dict) else []
+    experiments = [EXPERIMENTS_FILE] if (Path(checkpoint_dir) / EXPERIMENTS_FILE).is_file() else []
+    return [*ALWAYS_UPLOADED, *exported_files(config.get("onnx")), *cohort, *experiments]
+
+
 def push(
     checkpoint_dir: Path,
     repo_id: str,
@@ -378,17 +403,14 @@ def push(
     private: bool = False,
     commit_message: str = DEFAULT_COMMIT_MESSAGE,
 ) -> str:
-    """Create (or reuse) the model repo and upload config.json, model.safetensors and README.md,
-    and the exported ONNX networks (``python -m train export [--int8]``) and the score cohort
-    (``python -m train calibrate --cohort``) that config.json names.
+    """Create (or reuse) the model repo and upload the folder's :func:`uploaded_files`.
 
     The folder is checked, and a card generated if it has none, before any request is made; the
     token is the argument, else HF_TOKEN, else the ``hf auth login`` cache. Returns the commit URL.
     """
     checkpoint_dir = Path(checkpoint_dir)
     config = read_config(checkpoint_dir)
-    cohort = [config["cohort"]["file"]] if isinstance(config.get("cohort"), dict) else []
-    uploaded = [*UPLOADED, *exported_files(config.get("onnx")), *cohort]
+    uploaded = uploaded_files(checkpoint_dir, config)
     check_repo_id(repo_id)
     if not has_real_card(checkpoint_dir):
         write_model_card(checkpoint_dir, repo_id=repo_id)
@@ -416,9 +438,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = (
         "Write a model card (README.md) for a checkpoint folder from its config.json and weights plus the "
         "options below, then upload config.json, model.safetensors and README.md (and model.onnx, model.int8.onnx "
-        "after `python -m train export [--int8]`, cohort.safetensors after `python -m train calibrate --cohort`) "
-        "to a Hub model repo (created if needed). The card is regenerated on every call: put hand-written "
-        "sections in --extra."
+        "after `python -m train export [--int8]`, cohort.safetensors after `python -m train calibrate --cohort`, "
+        f"and {EXPERIMENTS_FILE} when the folder has one, which the card then links) to a Hub model repo (created "
+        "if needed). The card is regenerated on every call: put hand-written sections of current facts in --extra, "
+        f"and history, probes and ablations in CHECKPOINT_DIR/{EXPERIMENTS_FILE}."
     )
     parser.add_argument(
         "checkpoint_dir",
@@ -455,7 +478,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--extra",
         type=Path,
         metavar="SECTIONS.md",
-        help="Markdown appended verbatim to the card (comparison or ablation tables)",
+        help="Markdown appended verbatim to the card (current comparisons; history and ablations belong in "
+        f"CHECKPOINT_DIR/{EXPERIMENTS_FILE}, uploaded and linked)",
     )
     parser.add_argument("--license", default=HUB_LICENSE, help=f"licence id for the card (default: {HUB_LICENSE})")
     parser.add_argument("--commit-message", default=DEFAULT_COMMIT_MESSAGE, help="message of the Hub commit")
