@@ -1,12 +1,12 @@
 """Training throughput per encoder, and whether the real data loader keeps up with the train step.
 
-Part 1, the train step alone: for each encoder (transformer, conformer, ECAPA-TDNN 256 and 512),
-random audio crops (2 s, batch 32) through ``train.loop.train_step``, the step ``train.loop.fit``
-takes: ``TrainModel`` (log-mel, SpecAugment, encoder, AAM-softmax head) under the recipe's autocast
-(bf16 on CUDA), backward, gradient clipping and an AdamW step. Head, optimizer and SpecAugment come
-from the augmented recipe (train/configs/ecapa_speechocean_augmented.yaml: the shipped recipe plus
-augmentation, so that part 2 has an augmenter to time). Random audio is fine: no step depends on
-the content.
+Part 1, the train step alone: for each encoder (transformer, conformer, ECAPA-TDNN 256 and 512,
+ResNet34 and Res2Net50 at widths 16 and 32), random audio crops (2 s, batch 32) through
+``train.loop.train_step``, the step ``train.loop.fit`` takes: ``TrainModel`` (log-mel, SpecAugment,
+encoder, AAM-softmax head) under the recipe's autocast (bf16 on CUDA), backward, gradient clipping
+and an AdamW step. Head, optimizer and SpecAugment come from the augmented recipe
+(train/configs/ecapa_speechocean_augmented.yaml: the shipped recipe plus augmentation, so that part
+2 has an augmenter to time). Random audio is fine: no step depends on the content.
 
 Part 2, the loader: a DataLoader over the crops ``train.prepare.crop_dataset`` makes for that
 recipe (speechocean762 train clips, preloaded, through its ``train.augment.Augmenter``: noise,
@@ -48,6 +48,10 @@ ENCODERS: dict[str, dict] = {
     "conformer": {"name": "conformer"},
     "ecapa_tdnn 256": {"name": "ecapa_tdnn", "channels": 256},
     "ecapa_tdnn 512": {"name": "ecapa_tdnn", "channels": 512},
+    "resnet34 16": {"name": "resnet34", "width": 16},
+    "resnet34 32": {"name": "resnet34", "width": 32},
+    "res2net50 16": {"name": "res2net50", "width": 16},
+    "res2net50 32": {"name": "res2net50", "width": 32},
 }
 
 

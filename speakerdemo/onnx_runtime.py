@@ -135,7 +135,10 @@ def quantize_network(source: Path, target: Path, calibration: Sequence[np.ndarra
         # The quantiser logs a warning per 1-d tensor it leaves alone: none of them is a problem.
         root.setLevel(logging.ERROR)
         try:
-            quant_pre_process(str(source), str(prepared))
+            # auto_merge: a strided convolution's output length, floor((T - 1) / 2) + 1, and the
+            # mask sliced to it, ceil(T / 2), are one number the shape inference cannot prove equal
+            # (the 2-D encoders); it changes nothing where no such pair meets (ECAPA-TDNN).
+            quant_pre_process(str(source), str(prepared), auto_merge=True)
             kept = [
                 node.name
                 for node in onnx.load(str(prepared)).graph.node

@@ -9,6 +9,8 @@ SMALL = {
     "transformer": {"n_mels": 40},
     "conformer": {"n_mels": 80, "dim": 64, "num_layers": 2},
     "ecapa_tdnn": {"n_mels": 80, "channels": 64},
+    "resnet34": {"n_mels": 80, "width": 8},
+    "res2net50": {"n_mels": 80, "width": 8},
     "ensemble": {
         "n_mels": 80,
         "members": [{"name": "ecapa_tdnn", "channels": 32}, {"name": "ecapa_tdnn", "channels": 48}],

@@ -248,3 +248,22 @@ def test_saving_an_int8_encoder_keeps_both_networks(int8_checkpoint: Path, tmp_p
     for name in (ONNX_FILE, INT8_FILE):
         assert (tmp_path / "copy" / name).read_bytes() == (int8_checkpoint / name).read_bytes()
     assert SpeakerEncoder.from_pretrained(tmp_path / "copy", device="cpu").backend == "onnx-int8"
+
+
+# ---------------------------------------------------------------------- the 2-D encoders
+@pytest.mark.parametrize("name", ["resnet34", "res2net50"])
+def test_2d_encoders_export_to_onnx_and_int8_and_embed_real_clips_as_torch_does(
+    name: str, shared_data: Path, speech_clips: dict, tmp_path: Path
+):
+    folder = tmp_path / "model"
+    torch.manual_seed(0)
+    SpeakerEncoder(encoder={"name": name, "width": 8, "embed_dim": 32}).eval().save_pretrained(folder)
+    root = shared_data / "speechocean762"
+    recipe = tmp_path / "recipe.yaml"
+    source = {"type": "manifest", "manifest": str(root / "utterances.csv"), "root": str(root), "split": "train"}
+    recipe.write_text(json.dumps({"data": {"sources": [source]}}))
+    with logging_restored():
+        assert main(["export", str(folder), "--int8", "--recipe", str(recipe), "--calibration-clips", "8"]) == 0
+    assert_real_clips_embed_as_torch_does(folder, speech_clips, "onnx")
+    assert_real_clips_embed_as_torch_does(folder, speech_clips, "onnx-int8", min_cosine=MIN_INT8_COSINE, atol=1e-3)
+    assert_padding_invariant(SpeakerEncoder.from_pretrained(folder, device="cpu", backend="onnx"))

@@ -1,8 +1,10 @@
-"""train/loop.py through ``python -m train fit``: every encoder/head pair learning a toy set, one
-optimizer step, exact resume after SIGKILL, and fine-tuning from a checkpoint."""
+"""train/loop.py through ``python -m train fit``: every encoder/head pair learning a toy set, the
+logged training accuracy, one optimizer step, exact resume after SIGKILL, and fine-tuning from a
+checkpoint."""
 
 from __future__ import annotations
 
+import csv
 import os
 import signal
 import subprocess
@@ -32,7 +34,7 @@ from speakerdemo.losses import CosineHead
 from train.__main__ import main
 from train.config import OPTIMIZERS, build, load_config
 from train.logs import MetricLog
-from train.loop import TrainModel, train_step
+from train.loop import AccuracyTally, TrainModel, train_step
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -74,6 +76,47 @@ def test_every_encoder_and_head_learns_two_speakers(tmp_path: Path, encoder: str
     assert resolved["encoder"] == TINY_ENCODERS[encoder] and resolved["head"] == TINY_HEADS[head]
     trained = SpeakerEncoder.from_pretrained(run_dir / "model", device="cpu")
     assert trained.classes == ["alice", "bob"] and type(trained.head) is HEAD_CLASSES[head]
+
+
+def test_accuracy_tally_counts_every_crop_since_the_last_log() -> None:
+    tally = AccuracyTally()
+    assert tally.accuracy != tally.accuracy  # NaN before any labelled crop
+    logits = torch.tensor([[2.0, 1.0, 0.0], [0.0, 3.0, 1.0], [0.0, 0.0, 1.0], [5.0, 0.0, 0.0]])
+    tally.add(logits, torch.tensor([0, 2, 2, 1]))  # right: rows 0 and 2
+    tally.add(logits[:2], torch.tensor([0, 1]))  # right: both
+    assert tally.accuracy == 4 / 6
+    assert tally.take() == 4 / 6
+    tally.add(logits[3:], torch.tensor([0]))
+    assert tally.take() == 1.0  # counting started again at the last take
+
+
+@pytest.mark.parametrize("scale", [10.0, 30.0])
+def test_res2net50_with_am_softmax_logs_an_accuracy_that_moves_on_real_clips(
+    tmp_path: Path, speech_clips: dict[str, list[Path]], shared_data: Path, scale: float
+) -> None:
+    """The Q&A-site complaint: a Res2Net50 with AM-Softmax whose training accuracy reads only 0 or
+    100 %. Logged every 3 steps of 8 crops, it is a fraction of the 24 crops since the last log."""
+    root = shared_data / "speechocean762"
+    manifest = tmp_path / "clips.csv"
+    with manifest.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["speaker", "path"])
+        writer.writerows([speaker, str(p.relative_to(root))] for speaker, ps in speech_clips.items() for p in ps)
+    run_dir = tmp_path / "run"
+    args = fit_args(
+        run_dir,
+        [{"type": "manifest", "root": str(root), "manifest": str(manifest)}],
+        "res2net50",
+        "am_softmax",
+        steps=12,
+        log_every=3,
+    )
+    args += ["--set", f"head={{name: am_softmax, scale: {scale}, margin: 0.2}}"]
+    assert main(args) == 0
+    accuracy = [r["accuracy"] for r in metric_rows(run_dir)]
+    assert len(accuracy) == 4
+    assert all(0.0 <= a <= 1.0 and abs(a * 24 - round(a * 24)) < 1e-9 for a in accuracy), accuracy
+    assert len(set(accuracy)) > 1, accuracy  # it moves
 
 
 def test_train_step_takes_one_clipped_optimizer_step() -> None:

@@ -32,6 +32,8 @@ TINY_ENCODERS = {
         "embed_dim": 16,
     },
     "transformer": {"name": "transformer", "d_model": 32, "nhead": 2, "dim_feedforward": 64, "embed_dim": 16},
+    "resnet34": {"name": "resnet34", "width": 4, "embed_dim": 16, "attention_bottleneck": 8},
+    "res2net50": {"name": "res2net50", "width": 4, "embed_dim": 16, "attention_bottleneck": 8},
 }
 TINY_HEADS = {
     "softmax": {"name": "softmax"},

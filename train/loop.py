@@ -101,6 +101,35 @@ class TrainModel(nn.Module):
 
 
 # ----------------------------------------------------------------------------- one step
+class AccuracyTally:
+    """Training accuracy over every labelled crop since the last log, not one batch's.
+
+    One batch's accuracy moves in steps of 1/batch and reads 0 or 1 for long stretches of a run
+    (all wrong at the start, all right once the head memorises the batch), which says little;
+    counting every crop between two logs gives a fraction that moves. It counts the head's logits
+    without the margin (``HeadOutput.logits``), so a large margin cannot hold it at 0.
+    """
+
+    def __init__(self) -> None:
+        self.correct, self.count = 0, 0
+
+    def add(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        """Count a batch: ``logits`` (N, classes) of its ``labels`` (N,) labelled crops."""
+        self.correct += int((logits.argmax(dim=1) == labels).sum())
+        self.count += len(labels)
+
+    @property
+    def accuracy(self) -> float:
+        """The fraction right so far (NaN before any labelled crop: distillation-only batches)."""
+        return self.correct / self.count if self.count else float("nan")
+
+    def take(self) -> float:
+        """The fraction right since the last ``take``, and start counting again."""
+        accuracy = self.accuracy
+        self.correct, self.count = 0, 0
+        return accuracy
+
+
 class StepResult(NamedTuple):
     """What ``fit`` logs of a step: the batch's loss and logits, the gradient norm before clipping,
     and the loss's terms (classification, distillation) by name."""
@@ -257,6 +286,7 @@ def fit(cfg: dict, run_dir: Path, data: Prepared, d: Dist, resume: bool = False)
     )
     model.train()
     seen, started = 0, time.perf_counter()
+    tally = AccuracyTally()
     while progress["step"] < total:
         if long_crop and progress["batch"] == 0 and progress["step"] >= t["long_crop_from"] * total:
             progress["crop_samples"] = long_crop
@@ -287,17 +317,18 @@ def fit(cfg: dict, run_dir: Path, data: Prepared, d: Dist, resume: bool = False)
             progress["step"] += 1
             progress["batch"] += 1
             seen += crops.shape[0] * d.world
-            known = labels[labels != NO_CLASS]
-            accuracy = (step.logits.argmax(dim=1) == known).float().mean().item() if len(known) else float("nan")
+            tally.add(step.logits, labels[labels != NO_CLASS])
             rate = seen / (time.perf_counter() - started)
             lr = opt.param_groups[0]["lr"]
             bar.update(1)
-            bar.set_postfix(loss=f"{step.loss.item():.3f}", acc=f"{accuracy:.2f}", lr=f"{lr:.2e}", sps=f"{rate:.1f}")
+            bar.set_postfix(
+                loss=f"{step.loss.item():.3f}", acc=f"{tally.accuracy:.3f}", lr=f"{lr:.2e}", sps=f"{rate:.1f}"
+            )
             if progress["step"] % t["log_every"] == 0:
                 metrics.write(
                     progress["step"],
                     loss=step.loss.item(),
-                    accuracy=accuracy,
+                    accuracy=tally.take(),
                     lr=lr,
                     grad_norm=float(step.grad_norm),
                     samples_per_s=rate,

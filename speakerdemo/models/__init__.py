@@ -8,6 +8,7 @@ from .conformer import ConformerEncoder
 from .ecapa_tdnn import EcapaTdnn
 from .ensemble import EnsembleEncoder
 from .output import EncoderOutput
+from .resnet import Res2Net50, ResNet34
 from .transformer import TransformerEncoder
 
 ENCODERS: dict[str, type[nn.Module]] = {
@@ -15,11 +16,16 @@ ENCODERS: dict[str, type[nn.Module]] = {
     "conformer": ConformerEncoder,
     "ecapa_tdnn": EcapaTdnn,
     "ensemble": EnsembleEncoder,
+    "resnet34": ResNet34,
+    "res2net50": Res2Net50,
 }
 
 # Named sizes, so a config can say {"name": "ecapa_tdnn", "preset": "512"}.
 PRESETS: dict[str, dict[str, dict]] = {
     "ecapa_tdnn": {"512": {"channels": 512}, "1024": {"channels": 1024}},
+    # WeSpeaker's width, and half of it for training on a CPU (about a quarter of the multiply-adds).
+    "resnet34": {"32": {"width": 32}, "16": {"width": 16}},
+    "res2net50": {"32": {"width": 32}, "16": {"width": 16}},
 }
 
 
