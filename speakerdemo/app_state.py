@@ -25,16 +25,27 @@ def available_checkpoints(folder: Path) -> dict[str, str]:
     return {p.name: str(p) for p in sorted(folder.iterdir()) if (p / CONFIG_FILE).is_file()}
 
 
+# A Markdown link to a file beside the card ("[the experiments](EXPERIMENTS.md)"): not a web
+# address, an anchor or a mail link.
+RELATIVE_LINK = re.compile(r"\[([^\]]+)\]\((?![a-z][a-z0-9+.-]*:|#|/)([^)\s]+)\)", re.I)
+
+
 def read_model_card(source: str) -> str:
-    """The model card's Markdown without its YAML header, from a folder or the Hub."""
+    """The model card's Markdown without its YAML header, from a folder or the Hub.
+
+    Links to files beside the card (its EXPERIMENTS.md) would point into the app's own site: they
+    become the file's path in a local checkpoint, and its page on the Hub for a Hub repo.
+    """
     path = Path(source) / "README.md"
     try:
         if path.is_file():
             text = path.read_text()
+            text = RELATIVE_LINK.sub(lambda m: f"{m[1]} (`{Path(source) / m[2]}`)", text)
         else:
             from huggingface_hub import ModelCard
 
             text = ModelCard.load(source).content
+            text = RELATIVE_LINK.sub(lambda m: f"[{m[1]}](https://huggingface.co/{source}/blob/main/{m[2]})", text)
     except Exception as err:  # an unreachable Hub must not stop the demo; say so in the panel
         return f"*Model card unavailable: {err}*"
     return re.sub(r"\A---\n.*?\n---\n", "", text, flags=re.S).strip()

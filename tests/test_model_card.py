@@ -75,3 +75,19 @@ def test_card_states_the_threshold_and_cohort_config_json_holds() -> None:
     assert f"{cohort['size']:,} embeddings" in card and f"{cohort['top_n']} highest cosines" in card
     assert f"{cohort['mean_floor']:.4f}" in card and f"{cohort['std_floor']:.4f}" in card
     assert "python -m train calibrate" in card and "--cohort" in card
+
+
+def test_the_model_tab_turns_links_beside_the_card_into_paths(tmp_path: Path) -> None:
+    from speakerdemo.app_state import read_model_card
+
+    shown = read_model_card(str(CHECKPOINT))
+    assert not relative_links(shown)  # a relative link would point into the app's own site
+    assert f"`{CHECKPOINT / 'EXPERIMENTS.md'}`" in shown
+    (tmp_path / "README.md").write_text(
+        "---\nlicense: mit\n---\nSee [the history](EXPERIMENTS.md), [the paper](https://arxiv.org/abs/1) "
+        "and [below](#results).\n"
+    )
+    assert read_model_card(str(tmp_path)) == (
+        f"See the history (`{tmp_path / 'EXPERIMENTS.md'}`), [the paper](https://arxiv.org/abs/1) "
+        "and [below](#results)."
+    )
