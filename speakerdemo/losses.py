@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -119,25 +120,9 @@ class AAMSoftmaxHead(CosineHead):
     other targets at cos θ.
     """
 
-    def __init__(
-        self,
-        embed_dim: int,
-        n_classes: int,
-        scale: float = 30.0,
-        margin: float = 0.2,
-        easy_margin: bool = False,
-        *,
-        margin_warmup_start: int = 0,
-        margin_warmup_steps: int = 0,
-    ) -> None:
-        super().__init__(
-            embed_dim,
-            n_classes,
-            scale,
-            margin,
-            margin_warmup_start=margin_warmup_start,
-            margin_warmup_steps=margin_warmup_steps,
-        )
+    def __init__(self, *args: Any, easy_margin: bool = False, **options: Any) -> None:
+        """:class:`CosineHead`'s arguments and options, and ``easy_margin``."""
+        super().__init__(*args, **options)
         self.easy_margin = easy_margin
 
     def target_logit(self, cosine: torch.Tensor) -> torch.Tensor:

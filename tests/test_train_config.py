@@ -212,3 +212,22 @@ def test_the_shipped_checkpoint_joins_the_networks_its_two_recipes_describe() ->
     assert shipped["encoder"]["name"] == "ensemble" and shipped["head"] is None
     assert shipped["encoder"]["members"] == [recipe["encoder"] for recipe in recipes]
     assert all(recipe["frontend"].items() <= shipped["frontend"].items() for recipe in recipes)
+
+
+def test_a_head_that_passes_options_on_to_its_base_accepts_the_base_options_and_its_own() -> None:
+    # AAMSoftmaxHead takes easy_margin and hands scale, margin and the warm-up to CosineHead.
+    cfg = load_config(
+        None,
+        ["head={name: aam_softmax, scale: 20, margin: 0.3, easy_margin: true, margin_warmup_steps: 5}"],
+    )
+    assert cfg["head"] == {
+        "name": "aam_softmax",
+        "scale": 20,
+        "margin": 0.3,
+        "easy_margin": True,
+        "margin_warmup_steps": 5,
+    }
+    head = build_head("aam_softmax", embed_dim=4, n_classes=3, **options(cfg["head"]))
+    assert (head.scale, head.margin, head.easy_margin, head.margin_warmup_steps) == (20, 0.3, True, 5)
+    with pytest.raises(ConfigError, match=r"easy_margin"):
+        load_config(None, ["head={name: am_softmax, easy_margin: true}"])

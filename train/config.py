@@ -259,8 +259,20 @@ def _check_model_part(
 ) -> None:
     """Encoder and head: a known name, and options their constructor takes from the config."""
     name = _named(cfg, section, section, sorted(registry))
-    accepted = set(inspect.signature(registry[name].__init__).parameters) - {"self", *supplied}
+    accepted = constructor_options(registry[name]) - {*supplied}
     _check_options(cfg, section, name, accepted | set(extra))
+
+
+def constructor_options(cls: type) -> set[str]:
+    """The named arguments ``cls(...)`` takes, following ``**options`` that its constructor passes
+    on to a base class's (a head that adds one option to its base's keeps one list of the rest)."""
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        parameters = inspect.signature(klass.__init__).parameters.values()
+        names |= {p.name for p in parameters if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+        if not any(p.kind is p.VAR_KEYWORD for p in parameters):
+            break
+    return names - {"self"}
 
 
 def _resolve_choice(cfg: dict, section: str, label: str, registry: dict[str, Choice]) -> None:
