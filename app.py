@@ -17,11 +17,10 @@ import gradio as gr
 
 from speakerdemo.app_state import Models, SharedGallery, available_checkpoints
 from speakerdemo.audio import MAX_SECONDS
-from speakerdemo.checkpoint import BACKENDS
+from speakerdemo.checkpoint import BACKENDS, CHECKPOINTS_DIR, DEFAULT_MODEL
 from speakerdemo.ui import MAX_UPLOAD_MB, Demo, build_demo
 
-CHECKPOINTS = Path(__file__).parent / "checkpoints"
-DEFAULT_MODEL = "ecapa-speechocean"
+CHECKPOINTS = CHECKPOINTS_DIR  # a module attribute, so that a test can point the app at another folder
 QUEUE_CONCURRENCY = 2  # requests run at once; more queue up (one CPU request already uses both cores)
 MALLOC_ARENAS = 2
 M_ARENA_MAX = -8  # glibc's mallopt parameter number

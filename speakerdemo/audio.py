@@ -35,6 +35,8 @@ SAMPLE_RATE = 16000
 HOP_SECONDS = 0.01
 MIN_SPEECH_SECONDS = 0.5
 MAX_SECONDS = 60.0
+# What a folder source (train.data) and the command line's `embed` look for: formats load_audio decodes.
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".opus", ".mp3")
 MAX_BYTES = 50 * 2**20
 
 MIN_SAMPLE_RATE = 4000

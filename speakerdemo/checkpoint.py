@@ -29,6 +29,11 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 BACKENDS = ("auto", "torch", "onnx", "onnx-int8")
 """What may run the encoder network (see :func:`load`)."""
+CHECKPOINTS_DIR = Path(__file__).resolve().parent.parent / "checkpoints"
+"""The shipped checkpoints: ``checkpoints/`` beside the package in a source tree or an editable install."""
+DEFAULT_MODEL = "ecapa-speechocean"
+"""The checkpoint the app and the ``speakerdemo`` command load unless told otherwise: a name in
+``CHECKPOINTS_DIR``, kept here so that both mean the same one."""
 HUB_TAGS = ("speaker-verification", "speaker-identification", "speaker-embedding", "audio")
 """Tags of every speakerdemo model repo on the Hub (``save_pretrained`` cards and ``train push``)."""
 HUB_LIBRARY = "speakerdemo"

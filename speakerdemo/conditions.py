@@ -18,12 +18,12 @@ cohort no kind is shifted.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from numpy.typing import ArrayLike
 
-from .encoder import Embedding
+from .encoder import Embedding, SpeakerEncoder
 
 WIDEBAND = "16 kHz"
 PHONE = "8 kHz"
@@ -100,3 +100,31 @@ def pair_condition(a: Embedding, b: Embedding) -> str:
 def clip_condition(embedding: Embedding) -> str:
     """The kind of one clip (identification: a query against enrolled speakers)."""
     return pair_condition(embedding, embedding)
+
+
+# ---------------------------------------------------------------------- scores as the app decides on them
+# The web app (speakerdemo.ui) and the command line (speakerdemo.cli) both decide with these, so
+# that one pair or query gets the same score, and so the same answer, wherever it is asked.
+def kind_shift(encoder: SpeakerEncoder, kind: str) -> float:
+    """The score shift of ``encoder``'s calibration for a kind of clip: 0 without a calibration,
+    for a kind without a shift, and with a cohort (which calibrates without shifts)."""
+    return encoder.calibration.shifts.get(kind, 0.0) if encoder.calibration is not None else 0.0
+
+
+def pair_score(encoder: SpeakerEncoder, a: Embedding, b: Embedding) -> tuple[str, float]:
+    """A verify pair's kind of clip (:func:`pair_condition`) and the score that meets
+    ``encoder.threshold``: :meth:`SpeakerEncoder.score` less the shift for that kind."""
+    kind = pair_condition(a, b)
+    return kind, encoder.score(a, b) - kind_shift(encoder, kind)
+
+
+def gallery_scorer(encoder: SpeakerEncoder, shift: float) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """``Gallery.rank``'s ``score`` for a query whose kind of clip has ``shift``: the checkpoint's
+    scores of the query against each centroid (normalised against its cohort when it has one), less
+    the shift, so that an open-set query meets the threshold on the footing a verify pair does."""
+
+    def score(query: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+        others = np.arange(1, len(centroids) + 1)
+        return encoder.pair_scores(np.vstack([query, centroids]), np.zeros_like(others), others) - shift
+
+    return score

@@ -25,7 +25,7 @@ import plotly.graph_objects as go
 from .app_state import Models, SharedGallery, read_model_card
 from .audio import MAX_SECONDS, AudioError
 from .cohort import Cohort
-from .conditions import DESCRIPTIONS, clip_condition, pair_condition
+from .conditions import DESCRIPTIONS, clip_condition, gallery_scorer, kind_shift, pair_score
 from .encoder import Embedding, SpeakerEncoder
 from .gallery import Gallery, GalleryError
 from .plots import embedding_map_figure, ranking_figure, score_distribution_figure, spectrogram_figure
@@ -105,10 +105,7 @@ class Demo:
         state so that the threshold slider can redraw the verdict without the model."""
         encoder = self.encoder(session)
         ea, eb = self._embed(encoder, [a, b], ["Clip A", "Clip B"])
-        condition = pair_condition(ea, eb)
-        score = encoder.score(ea, eb)
-        if encoder.calibration is not None:
-            score = float(encoder.calibration.adjusted(score, condition))
+        condition, score = pair_score(encoder, ea, eb)
         text, dist = calibrated_verdict(encoder.calibration, score, threshold, condition, encoder.cohort)
         warnings = [f"**Clip A:** {w}" for w in clip_warnings(ea)] + [f"**Clip B:** {w}" for w in clip_warnings(eb)]
         report = text + ("\n\n" + "\n\n".join(f"⚠️ {w}" for w in warnings) if warnings else "")
@@ -178,13 +175,8 @@ class Demo:
         emb = self._embed(encoder, [clip], class_logits=True)[0]
         classes = [[name, round(p, 4)] for name, p in encoder.classify(emb, top_k=IDENTIFY_CLASSES)]
         kind = clip_condition(emb)
-        shift = encoder.calibration.shifts.get(kind, 0.0) if encoder.calibration else 0.0
-
-        def score(query: np.ndarray, centroids: np.ndarray) -> np.ndarray:
-            others = np.arange(1, len(centroids) + 1)
-            return encoder.pair_scores(np.vstack([query, centroids]), np.zeros_like(others), others) - shift
-
-        ranking = gallery.rank(emb.vector, top_k=int(top_k), threshold=threshold, score=score)
+        shift = kind_shift(encoder, kind)
+        ranking = gallery.rank(emb.vector, top_k=int(top_k), threshold=threshold, score=gallery_scorer(encoder, shift))
         best = ranking.matches[0]
         words = score_words(best.score, shift, kind, encoder.cohort)
         text = f"## {ranking.best}\n\nBest match **{best.name}** with {words} "

@@ -23,13 +23,11 @@ import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from speakerdemo.audio import SAMPLE_RATE, AudioError, load_audio
+from speakerdemo.audio import AUDIO_SUFFIXES, SAMPLE_RATE, AudioError, load_audio
 
 from .augment import Augmenter
 
 log = logging.getLogger("train")
-
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".opus", ".mp3")
 
 
 UNLABELLED = ""  # the speaker of a clip from an unlabelled source
