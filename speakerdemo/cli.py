@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -22,10 +23,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .atomic import atomic_write
+from .atomic import atomic_write, atomic_write_bytes
 from .audio import AUDIO_SUFFIXES, MAX_SECONDS, AudioError
 from .checkpoint import BACKENDS, CHECKPOINTS_DIR, CONFIG_FILE, DEFAULT_MODEL, CheckpointError
 from .conditions import DESCRIPTIONS, clip_condition, gallery_scorer, kind_shift, pair_score
+from .diarize import diarize
 from .encoder import Embedding, SpeakerEncoder
 from .gallery import Gallery, GalleryError
 
@@ -390,14 +392,64 @@ def run_identify(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# ---------------------------------------------------------------------- diarize
+def add_diarize_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("recording", metavar="FILE", help="a recording of any length (read in blocks)")
+    parser.add_argument("--gallery", "-g", type=Path, metavar="G", help="enrolled speakers to name (optional)")
+    parser.add_argument(
+        "--speakers", type=int, metavar="N", help="how many speakers there are (default: found from the threshold)"
+    )
+    parser.add_argument("--rttm", type=Path, metavar="OUT", help="also write the segments as RTTM here")
+    parser.add_argument("--json", action="store_true", help="print the segments as JSON on stdout")
+
+
+def run_diarize(args: argparse.Namespace) -> int:
+    """Who spoke when: speech windows named after the gallery's speakers where the calibrated
+    decision says so, the others clustered into "Speaker 1, 2, ..."; segments and talk time."""
+    (path,) = existing_files([args.recording])
+    if args.speakers is not None and args.speakers < 1:
+        raise UsageError(f"--speakers must be at least 1, got {args.speakers}")
+    if args.rttm is not None and (args.rttm.is_dir() or not args.rttm.parent.is_dir()):
+        raise UsageError(f"--rttm {args.rttm}: not a file in an existing folder")
+    gallery = None
+    if args.gallery is not None:
+        if not args.gallery.is_file():
+            raise UsageError(f"--gallery {args.gallery}: no such file (enroll speakers into it first)")
+        gallery = read_gallery(args.gallery)
+    encoder = load_encoder(args)
+    if gallery is not None:
+        check_fits(gallery, args.gallery, encoder)
+    try:
+        result = diarize(encoder, str(path), gallery=gallery, speakers=args.speakers)
+    except ValueError as err:  # AudioError included: name the file
+        raise UsageError(f"{path}: {err}") from None
+    if args.rttm is not None:
+        atomic_write_bytes(args.rttm, result.to_rttm(re.sub(r"\s+", "_", path.stem) or "recording").encode())
+    if args.json:
+        print_json(
+            {
+                "segments": [{"start": s.start, "end": s.end, "speaker": s.label} for s in result.segments],
+                "talk_time": result.talk_time(),
+                "named": sorted(result.named),
+            }
+        )
+        return EXIT_OK
+    for s in result.segments:
+        print(f"{s.start:8.2f} {s.end:8.2f}  {s.label}")
+    talk = ", ".join(f"{label} {seconds:.1f} s" for label, seconds in result.talk_time().items())
+    print(f"talk time: {talk}", file=sys.stderr)
+    return EXIT_OK
+
+
 # ---------------------------------------------------------------------- the command
 # name -> (add its arguments, run it, one line of help). A new command is one pair of functions and
-# one entry here; `diarize` (speakerdemo/diarize.py: who spoke when) joins this table when it lands.
+# one entry here.
 COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int], str]] = {
     "embed": (add_embed_arguments, run_embed, "audio files or folders -> speaker embeddings in an .npz file"),
     "verify": (add_verify_arguments, run_verify, "are two clips the same speaker? (the app's decision)"),
     "enroll": (add_enroll_arguments, run_enroll, "add a speaker's clips to a gallery file"),
     "identify": (add_identify_arguments, run_identify, "who of a gallery's speakers is speaking? (open set)"),
+    "diarize": (add_diarize_arguments, run_diarize, "who spoke when in a recording (named from a gallery)"),
 }
 
 

@@ -266,7 +266,7 @@ class SpeakerEncoder(
         windows = [(c, w) for c, clip in enumerate(prepared) for w in self._windows(clip)]
         if max_batch_frames is None:
             max_batch_frames = GPU_BATCH_FRAMES if self.device.type == "cuda" else CPU_BATCH_FRAMES
-        outputs = self._encode_windows([clip_windows for _, clip_windows in windows], max_batch_frames, class_logits)
+        outputs = self.encode_windows([clip_windows for _, clip_windows in windows], max_batch_frames, class_logits)
         return [
             self._assemble(clip, [out for (c, _), out in zip(windows, outputs) if c == index])
             for index, clip in enumerate(prepared)
@@ -364,15 +364,16 @@ class SpeakerEncoder(
         size = max(1, int(self.window_seconds * self.frontend.config.sample_rate / self.frontend.config.hop_length))
         return list(torch.split(frames, size))
 
-    def _encode_windows(self, windows: list[torch.Tensor], max_batch_frames: int, class_logits: bool) -> list[tuple]:
-        """Run the encoder over windows sorted by length, in padded batches of bounded size."""
+    def encode_windows(self, windows: list[torch.Tensor], max_batch_frames: int, logits: bool = False) -> list:
+        """(embedding, attention, logits or None) per window of normalised log-mel frames, through the
+        network in length-sorted padded batches: also for callers that cut their own windows (diarize)."""
         order = sorted(range(len(windows)), key=lambda i: windows[i].shape[0])
         results: list[tuple] = [None] * len(windows)  # type: ignore[list-item]
         batch: list[int] = []
         for index in order + [None]:
             # Sorted by length, so the window being added is the longest and sets the padded size.
             if batch and (index is None or (len(batch) + 1) * windows[index].shape[0] > max_batch_frames):
-                for i, out in zip(batch, self._encode([windows[i] for i in batch], class_logits)):
+                for i, out in zip(batch, self._encode([windows[i] for i in batch], logits)):
                     results[i] = out
                 batch = []
             if index is not None:

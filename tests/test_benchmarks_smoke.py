@@ -100,6 +100,14 @@ def test_generalisation(checkpoint: Path, tmp_path: Path) -> None:
 
 
 @needs_data
+def test_diarization(checkpoint: Path) -> None:
+    out = run("diarization", "--checkpoint", str(checkpoint), "--threads", "1")
+    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in out.splitlines() if line.startswith("| ")]
+    assert ["noise 5-15 dB", "enrolled (IER, names)", "2"] in [r[:3] for r in rows]
+    assert ["diarize", "30"] in [r[:2] for r in rows]
+
+
+@needs_data
 def test_app_latency(checkpoint: Path) -> None:
     out = run("app_latency", "--checkpoint", str(checkpoint))
     assert "| verify " in out and "| identify " in out

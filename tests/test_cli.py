@@ -20,6 +20,7 @@ import soundfile as sf
 from speakerdemo.audio import SAMPLE_RATE
 from speakerdemo.cli import main
 from speakerdemo.conditions import clip_condition
+from speakerdemo.diarize import read_rttm
 from speakerdemo.encoder import SpeakerEncoder
 from speakerdemo.gallery import Gallery
 
@@ -227,3 +228,40 @@ def test_help_lists_the_commands_and_says_npz_only(capsys):
         result = run_main(capsys, command, "--help")
         assert result.returncode == 0 and "--model" in result.stdout and "exit status" in result.stdout
     assert "no parquet" in run_main(capsys, "embed", "--help").stdout
+
+
+# ---------------------------------------------------------------------- diarize
+def test_diarize_names_enrolled_speakers_in_the_rttm(tmp_path, model, speech_clips, spk):
+    """A conversation A B A B of two speakers' first two clips; enrolled (through the command) from
+    two other clips each, the RTTM names them verbatim; without a gallery they are Speaker 1 and 2."""
+    first, second = spk[0], spk[1]
+    parts = []
+    for speaker, index in [(first, 0), (second, 0), (first, 1), (second, 1)]:
+        parts += [sf.read(speech_clips[speaker][index], dtype="float32")[0], np.zeros(SAMPLE_RATE // 2, np.float32)]
+    recording = tmp_path / "meeting one.wav"
+    sf.write(recording, np.concatenate(parts), SAMPLE_RATE)
+
+    result = speakerdemo("diarize", recording, "--rttm", tmp_path / "plain.rttm", "--json", *model)
+    assert result.returncode == 0, result.stderr
+    answer = json.loads(result.stdout)
+    assert [s["speaker"] for s in answer["segments"]] == ["Speaker 1", "Speaker 2", "Speaker 1", "Speaker 2"]
+    rttm = read_rttm(tmp_path / "plain.rttm")
+    assert list(rttm) == ["meeting_one"]  # the file id without whitespace
+    assert [s.label for s in rttm["meeting_one"]] == ["Speaker_1", "Speaker_2", "Speaker_1", "Speaker_2"]
+
+    gallery = tmp_path / "people.safetensors"
+    for speaker in (first, second):
+        enrolled = speakerdemo("enroll", speaker, *speech_clips[speaker][2:], "--gallery", gallery, *model)
+        assert enrolled.returncode == 0, enrolled.stderr
+    result = speakerdemo("diarize", recording, "--gallery", gallery, "--rttm", tmp_path / "named.rttm", *model)
+    assert result.returncode == 0, result.stderr
+    labels = [line.split()[-1] for line in result.stdout.splitlines()]
+    assert labels == [first, second, first, second]
+    assert [s.label for s in read_rttm(tmp_path / "named.rttm")["meeting_one"]] == labels
+    assert "talk time: " in result.stderr
+
+
+def test_diarize_refuses_silence_naming_the_file(tmp_path, model):
+    silent = tmp_path / "quiet.wav"
+    sf.write(silent, np.zeros(5 * SAMPLE_RATE, np.float32), SAMPLE_RATE)
+    assert_one_line_error(speakerdemo("diarize", silent, *model), "quiet.wav")
