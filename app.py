@@ -16,8 +16,8 @@ from pathlib import Path
 import gradio as gr
 
 from speakerdemo.app_state import Models, SharedGallery, available_checkpoints
-from speakerdemo.audio import MAX_SECONDS
-from speakerdemo.checkpoint import BACKENDS, CHECKPOINTS_DIR, DEFAULT_MODEL
+from speakerdemo.checkpoint import CHECKPOINTS_DIR
+from speakerdemo.cli import add_model_options
 from speakerdemo.ui import MAX_UPLOAD_MB, Demo, build_demo
 
 CHECKPOINTS = CHECKPOINTS_DIR  # a module attribute, so that a test can point the app at another folder
@@ -44,24 +44,11 @@ def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> None:
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument(
-        "--model",
-        default=os.environ.get("SPEAKERDEMO_MODEL", DEFAULT_MODEL),
-        help="checkpoint name in checkpoints/, a folder, or a Hub repo id (default: $SPEAKERDEMO_MODEL or %(default)s)",
-    )
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", 7860)))
     parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
     parser.add_argument("--share", action="store_true", help="create a public gradio.live link")
     parser.add_argument("--gallery", type=Path, help="persistent gallery file shared by all sessions")
-    parser.add_argument("--device", help="cpu or cuda (default: cuda when available)")
-    parser.add_argument(
-        "--backend",
-        choices=BACKENDS,
-        default="auto",
-        help="what runs the encoder on the CPU: ONNX Runtime when the checkpoint has model.onnx "
-        "(auto: its int8 copy when there is one), or torch",
-    )
-    parser.add_argument("--max-seconds", type=float, default=MAX_SECONDS, help="longest clip accepted")
+    add_model_options(parser)  # --model, --device, --backend, --max-seconds: as the command line takes them
     return parser.parse_args()
 
 
