@@ -59,7 +59,16 @@ from .audio import (
     speech_regions,
     speech_seconds,
 )
-from .conditions import NOISY, NOISY_RANGE_DB, PHONE, PHONE_BAND_DB, SHORT, SHORT_SPEECH_SECONDS, WIDEBAND
+from .conditions import (
+    NOISY,
+    NOISY_RANGE_DB,
+    PHONE,
+    PHONE_BAND_DB,
+    SHORT,
+    SHORT_SPEECH_SECONDS,
+    WIDEBAND,
+    kind_shift,
+)
 from .encoder import CPU_BATCH_FRAMES, GPU_BATCH_FRAMES, SpeakerEncoder
 from .gallery import Gallery
 from .scoring import cosine, snorm
@@ -273,10 +282,8 @@ def diarize(
     clusters = _cluster(encoder, vectors, speakers, threshold + cluster_margin)
     labels: list[str | int] = clusters.tolist()
     if gallery is not None:
-        shifts = np.zeros(len(vectors))
-        if encoder.calibration is not None:
-            kinds = [_kind(band_db, level_range, (end - start) / sr) for start, end in windows.spans]
-            shifts = np.array([encoder.calibration.shifts.get(k, 0.0) for k in kinds])
+        kinds = [_kind(band_db, level_range, (end - start) / sr) for start, end in windows.spans]
+        shifts = np.array([kind_shift(encoder, k) for k in kinds])
         labels = _name(encoder, vectors, clusters, gallery, threshold, shifts)
     segments = _number_unknown(_smooth(windows.pieces, labels, min_segment_seconds, bridge_seconds))
     enrolled = set(gallery.names()) if gallery is not None else set()
