@@ -24,6 +24,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from .encoder import Embedding, SpeakerEncoder
+from .scoring import cosine, snorm
 
 WIDEBAND = "16 kHz"
 PHONE = "8 kHz"
@@ -118,13 +119,23 @@ def pair_score(encoder: SpeakerEncoder, a: Embedding, b: Embedding) -> tuple[str
     return kind, encoder.score(a, b) - kind_shift(encoder, kind)
 
 
+def score_matrix(encoder: SpeakerEncoder, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(len(a), len(b)) scores of every row of ``a`` against every row of ``b`` (unit vectors), as
+    :meth:`SpeakerEncoder.pair_scores` makes each: the cosine, normalised against the checkpoint's
+    cohort when it has one; one matrix product, each vector meeting the cohort once."""
+    cos = np.atleast_2d(cosine(a, b))
+    if encoder.cohort is None:
+        return cos
+    (ma, sa), (mb, sb) = encoder.cohort.stats(a), encoder.cohort.stats(b)
+    return snorm(cos, (ma[:, None], sa[:, None]), (mb[None, :], sb[None, :]))
+
+
 def gallery_scorer(encoder: SpeakerEncoder, shift: float) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
     """``Gallery.rank``'s ``score`` for a query whose kind of clip has ``shift``: the checkpoint's
     scores of the query against each centroid (normalised against its cohort when it has one), less
     the shift, so that an open-set query meets the threshold on the footing a verify pair does."""
 
     def score(query: np.ndarray, centroids: np.ndarray) -> np.ndarray:
-        others = np.arange(1, len(centroids) + 1)
-        return encoder.pair_scores(np.vstack([query, centroids]), np.zeros_like(others), others) - shift
+        return score_matrix(encoder, np.atleast_2d(query), centroids)[0] - shift
 
     return score

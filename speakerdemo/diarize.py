@@ -68,12 +68,22 @@ from .conditions import (
     SHORT_SPEECH_SECONDS,
     WIDEBAND,
     kind_shift,
+    score_matrix,
 )
 from .encoder import CPU_BATCH_FRAMES, GPU_BATCH_FRAMES, SpeakerEncoder
 from .gallery import Gallery
-from .scoring import cosine, snorm
 
-__all__ = ["Diarization", "Segment", "diarize", "parse_rttm", "read_rttm", "rttm_name"]
+__all__ = [
+    "Diarization",
+    "Segment",
+    "SpeechWindows",
+    "cluster_windows",
+    "diarize",
+    "parse_rttm",
+    "read_rttm",
+    "rttm_name",
+    "speech_windows",
+]
 
 WINDOW_SECONDS = 1.5
 """Length of the embedded windows. Tuned with the hop, the margin, the bridge and the minimum
@@ -223,6 +233,66 @@ class _Windows:
     pieces: list[tuple[float, float, int]]  # (start s, end s, window index) in time order
 
 
+@dataclass
+class SpeechWindows:
+    """A recording's speech cut into overlapping windows and embedded: what diarization clusters,
+    and what the evidence view (:mod:`speakerdemo.evidence`) compares between two clips."""
+
+    vectors: np.ndarray  # (n, D) unit embeddings, one per window
+    spans: list[tuple[int, int]]  # each window's samples
+    pieces: list[tuple[float, float, int]]  # (start s, end s, window) stretches each window speaks for
+    sample_rate: int
+    band_db: float  # the recording's high-band level (speakerdemo.audio.high_band_db)
+    level_range: float  # and level range (speakerdemo.audio.analyse_speech)
+    speech_seconds: float
+
+    @property
+    def centres(self) -> np.ndarray:
+        """Each window's centre, in seconds from the start of the recording."""
+        return np.array([(a + b) / 2 / self.sample_rate for a, b in self.spans])
+
+    def kind(self, seconds: float) -> str:
+        """The kind of clip (speakerdemo.conditions) a stretch of ``seconds`` of this recording is:
+        band and noise are the recording's, the length the stretch's."""
+        return _kind(self.band_db, self.level_range, seconds)
+
+
+def speech_windows(
+    encoder: SpeakerEncoder,
+    wav: np.ndarray,
+    window_seconds: float = WINDOW_SECONDS,
+    hop_seconds: float = WINDOW_HOP_SECONDS,
+) -> SpeechWindows:
+    """Speech regions of ``wav`` (mono, at the encoder's rate) cut into windows and embedded.
+
+    Raises AudioError when there is too little speech to tell voices apart.
+    """
+    sr = encoder.frontend.config.sample_rate
+    mask, band_db, level_range = _speech(wav, sr)
+    found = speech_seconds(mask)
+    if found < MIN_SPEECH_SECONDS:
+        raise AudioError(f"Only {found:.2f} s of speech detected; at least {MIN_SPEECH_SECONDS:g} s is needed.")
+    windows = _windows(speech_regions(mask), sr, window_seconds, hop_seconds)
+    vectors = _embed(encoder, wav, windows.spans)
+    return SpeechWindows(vectors, windows.spans, windows.pieces, sr, band_db, level_range, found)
+
+
+def cluster_windows(
+    encoder: SpeakerEncoder,
+    windows: SpeechWindows,
+    speakers: int | None = None,
+    threshold: float | None = None,
+    cluster_margin: float | None = None,
+) -> np.ndarray:
+    """Cluster id (1..k) of each window: into ``speakers`` clusters when known, else merging while
+    the average score between clusters clears ``threshold`` (default: the checkpoint's) plus
+    ``cluster_margin`` (default: the one measured for the kind of recording)."""
+    threshold = encoder.threshold if threshold is None else float(threshold)
+    if cluster_margin is None:
+        cluster_margin = CLUSTER_MARGINS.get(windows.kind(WINDOW_SECONDS), CLUSTER_MARGIN)
+    return _cluster(encoder, windows.vectors, speakers, threshold + cluster_margin)
+
+
 def diarize(
     encoder: SpeakerEncoder,
     audio: Any,
@@ -236,6 +306,7 @@ def diarize(
     min_segment_seconds: float = MIN_SEGMENT_SECONDS,
     bridge_seconds: float = BRIDGE_SECONDS,
     max_seconds: float | None = None,
+    max_bytes: int | None = None,
 ) -> Diarization:
     """Who spoke when in ``audio`` (anything :func:`~speakerdemo.audio.load_audio` reads).
 
@@ -245,7 +316,7 @@ def diarize(
     checkpoint's calibrated one (:attr:`SpeakerEncoder.threshold`), as in the Identify tab;
     ``cluster_margin`` to the one measured for the kind of recording (CLUSTER_MARGIN, or
     CLUSTER_MARGINS for phone-band and noisy ones).
-    ``max_seconds`` refuses longer recordings (None: any length).
+    ``max_seconds`` and ``max_bytes`` refuse longer or larger recordings (None: any).
 
     Raises AudioError for audio that cannot be used (empty, corrupt, silent, no speech) and
     ValueError for bad arguments.
@@ -266,25 +337,17 @@ def diarize(
     threshold = encoder.threshold if threshold is None else float(threshold)
 
     sr = encoder.frontend.config.sample_rate
-    wav = load_audio(audio, sr, max_seconds=max_seconds, min_speech_seconds=0.0, max_bytes=None)
-    mask, band_db, level_range = _speech(wav, sr)
-    found = speech_seconds(mask)
-    if found < MIN_SPEECH_SECONDS:
-        raise AudioError(f"Only {found:.2f} s of speech detected; diarization needs at least {MIN_SPEECH_SECONDS:g} s.")
-    windows = _windows(speech_regions(mask), sr, window_seconds, hop_seconds)
-    vectors = _embed(encoder, wav, windows.spans)
+    wav = load_audio(audio, sr, max_seconds=max_seconds, min_speech_seconds=0.0, max_bytes=max_bytes)
+    windows = speech_windows(encoder, wav, window_seconds, hop_seconds)
 
     # Every window is clustered; a window that clears the threshold for an enrolled speaker alone
     # (as Identify decides for a clip) is that speaker, the others take their cluster's name when
     # the cluster's mean clears it, else the cluster's id (an int, numbered at the end).
-    if cluster_margin is None:
-        cluster_margin = CLUSTER_MARGINS.get(_kind(band_db, level_range, window_seconds), CLUSTER_MARGIN)
-    clusters = _cluster(encoder, vectors, speakers, threshold + cluster_margin)
+    clusters = cluster_windows(encoder, windows, speakers, threshold, cluster_margin)
     labels: list[str | int] = clusters.tolist()
     if gallery is not None:
-        kinds = [_kind(band_db, level_range, (end - start) / sr) for start, end in windows.spans]
-        shifts = np.array([kind_shift(encoder, k) for k in kinds])
-        labels = _name(encoder, vectors, clusters, gallery, threshold, shifts)
+        shifts = np.array([kind_shift(encoder, windows.kind((b - a) / sr)) for a, b in windows.spans])
+        labels = _name(encoder, windows.vectors, clusters, gallery, threshold, shifts)
     segments = _number_unknown(_smooth(windows.pieces, labels, min_segment_seconds, bridge_seconds))
     enrolled = set(gallery.names()) if gallery is not None else set()
     return Diarization(segments, len(wav) / sr, frozenset(s.label for s in segments) & enrolled)
@@ -392,22 +455,12 @@ def _kind(band_db: float, level_range: float, seconds: float) -> str:
     return SHORT if seconds < SHORT_SPEECH_SECONDS else WIDEBAND
 
 
-def _scores(encoder: SpeakerEncoder, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(len(a), len(b)) scores as :meth:`SpeakerEncoder.pair_scores` makes them for each pair: the
-    cosine, normalised against the checkpoint's cohort when it has one; as one matrix product."""
-    cos = np.atleast_2d(cosine(a, b))
-    if encoder.cohort is None:
-        return cos
-    (ma, sa), (mb, sb) = encoder.cohort.stats(a), encoder.cohort.stats(b)
-    return snorm(cos, (ma[:, None], sa[:, None]), (mb[None, :], sb[None, :]))
-
-
 def _cluster(encoder: SpeakerEncoder, vectors: np.ndarray, wanted: int | None, cut: float) -> np.ndarray:
     """Cluster ids (1..k) of the windows: average linkage on their pairwise scores, cut where the
     average score between clusters falls below ``cut``, or into ``wanted`` clusters (at most)."""
     if len(vectors) == 1:
         return np.ones(1, dtype=int)
-    scores = _scores(encoder, vectors, vectors)
+    scores = score_matrix(encoder, vectors, vectors)
     top = float(scores.max())
     distances = top - scores[np.triu_indices(len(vectors), 1)]  # condensed, as scipy wants it
     tree = linkage(np.maximum(distances, 0.0), method="average")
@@ -434,10 +487,10 @@ def _name(
     of alone are sure together, and a window sure alone overrides a cluster that merged two voices."""
     names = gallery.names()
     centroids = _centroids(gallery)
-    scores = _scores(encoder, vectors, centroids) - shifts[:, None]
+    scores = score_matrix(encoder, vectors, centroids) - shifts[:, None]
     ids = sorted(set(clusters.tolist()))
     means = np.stack([vectors[clusters == k].mean(axis=0) for k in ids])
-    cluster_scores = _scores(encoder, means / np.linalg.norm(means, axis=1, keepdims=True), centroids)
+    cluster_scores = score_matrix(encoder, means / np.linalg.norm(means, axis=1, keepdims=True), centroids)
     cluster_scores -= np.array([np.median(shifts[clusters == k]) for k in ids])[:, None]
     by_cluster: dict[int, str | int] = {
         k: names[int(row.argmax())] if row.max() >= threshold else k for k, row in zip(ids, cluster_scores)
