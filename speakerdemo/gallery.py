@@ -66,6 +66,12 @@ class Ranking:
             return UNKNOWN
         return self.matches[0].name
 
+    @property
+    def margin(self) -> float | None:
+        """How far the best match scores above the runner-up (None with one speaker enrolled): a
+        small margin means the query sounds about as much like the second person as the first."""
+        return self.matches[0].score - self.matches[1].score if len(self.matches) > 1 else None
+
 
 class GalleryError(ValueError):
     """A gallery file that cannot be trusted or read: message says why."""
