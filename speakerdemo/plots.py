@@ -1,7 +1,9 @@
-"""Plotly figures for the demo: what the model hears, what a score means, who is enrolled.
+"""Plotly figures for the demo: what the model hears, what a score means, who is enrolled, which
+stretches of two clips agree, who spoke when.
 
-Figures are built from an ``Embedding``, a ``Calibration`` or a ``Gallery`` alone, so they cost
-no model call and can be redrawn when only a threshold changes.
+Figures are built from library results alone (an ``Embedding``, a ``Calibration``, a ``Gallery``,
+a ``WindowMap``, a ``Diarization``), so they cost no model call and can be redrawn when only a
+threshold changes.
 """
 
 from __future__ import annotations
@@ -9,7 +11,9 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 
+from .diarize import Diarization
 from .encoder import Embedding
+from .evidence import WindowMap
 from .gallery import Gallery, Ranking
 from .scoring import Calibration
 
@@ -17,6 +21,8 @@ SPEECH_FILL = "rgba(46, 160, 67, 0.18)"
 TARGET_COLOUR = "#2e7d32"
 NONTARGET_COLOUR = "#c62828"
 MAX_PLOT_FRAMES = 1500
+MAX_ENVELOPE_POINTS = 2000  # a recording's waveform is drawn as the peak of this many stretches at most
+SPEAKER_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf")
 
 # A checkpoint with a score cohort normalises the cosine; one without may shift it per kind of clip.
 SCORE_AXIS = "score: cosine similarity, normalised against the model's cohort or less the shift for the kind of clip"
@@ -205,3 +211,88 @@ def embedding_map_figure(gallery: Gallery, query: np.ndarray | None = None) -> g
         margin={"l": 50, "r": 10, "t": 40, "b": 40},
     )
     return fig
+
+
+def window_map_figure(windows: WindowMap) -> go.Figure:
+    """Clip A's 1.5-s stretches down, clip B's across, each cell their score: red where two stretches
+    sound like one voice, blue where they do not (the scale is centred on that level)."""
+    spread = max(float(np.abs(windows.scores - windows.agree).max()), 1.0)
+    return go.Figure(
+        data=[
+            go.Heatmap(
+                x=windows.times_b,
+                y=windows.times_a,
+                z=windows.scores,
+                colorscale="RdBu_r",
+                zmin=windows.agree - spread,
+                zmax=windows.agree + spread,
+                colorbar={"title": {"text": "score"}},
+                hovertemplate="A at %{y:.1f} s, B at %{x:.1f} s<br>score %{z:.2f}<extra></extra>",
+            )
+        ],
+        layout={
+            "title": {"text": f"Which stretches agree: {100 * windows.agreeing_share:.0f} % sound like one voice"},
+            "xaxis": {"title": {"text": "Clip B: time of the stretch (s)"}},
+            "yaxis": {"title": {"text": "Clip A: time of the stretch (s)"}, "autorange": "reversed"},
+            "height": 380,
+            "margin": {"l": 60, "r": 10, "t": 40, "b": 50},
+        },
+    )
+
+
+def diarization_figure(wav: np.ndarray, sample_rate: int, result: Diarization) -> go.Figure:
+    """The recording's waveform with each speaker's turns shaded in their colour, over a timeline
+    of one row per speaker, on one time axis."""
+    step = max(1, int(np.ceil(len(wav) / MAX_ENVELOPE_POINTS)))
+    n = len(wav) // step * step
+    peaks = np.abs(wav[:n]).reshape(-1, step).max(axis=1) if n else np.zeros(1)
+    times = (np.arange(len(peaks)) + 0.5) * step / sample_rate
+    colours = {label: SPEAKER_COLOURS[i % len(SPEAKER_COLOURS)] for i, label in enumerate(result.speakers)}
+    data: list = [
+        go.Scatter(
+            x=np.concatenate([times, times[::-1]]),
+            y=np.concatenate([peaks, -peaks[::-1]]),
+            fill="toself",
+            line={"width": 0.5, "color": "#555"},
+            fillcolor="rgba(80, 80, 80, 0.5)",
+            hoverinfo="skip",
+            showlegend=False,
+            yaxis="y",
+        )
+    ]
+    for label in result.speakers:
+        turns = [s for s in result.segments if s.label == label]
+        data.append(
+            go.Bar(
+                base=[s.start for s in turns],
+                x=[s.duration for s in turns],
+                y=[label] * len(turns),
+                orientation="h",
+                marker_color=colours[label],
+                name=label,
+                yaxis="y2",
+                hovertemplate=f"{label}<br>%{{base:.2f}}–%{{customdata:.2f}} s<extra></extra>",
+                customdata=[s.end for s in turns],
+            )
+        )
+    shade = {"type": "rect", "xref": "x", "yref": "y domain", "y0": 0, "y1": 1, "opacity": 0.25, "line": {"width": 0}}
+    shapes = [{**shade, "x0": s.start, "x1": s.end, "fillcolor": colours[s.label]} for s in result.segments]
+    return go.Figure(
+        data=data,
+        layout={
+            "title": {"text": "Who spoke when"},
+            "xaxis": {"anchor": "y2", "range": [0, result.duration], "title": {"text": "time (s)"}},
+            "yaxis": {"domain": [0.45, 1.0], "showticklabels": False, "title": {"text": "waveform"}},
+            "yaxis2": {
+                "domain": [0.0, 0.38],
+                "autorange": "reversed",
+                "categoryorder": "array",
+                "categoryarray": result.speakers,
+            },
+            "shapes": shapes,
+            "barmode": "overlay",
+            "height": 300 + 24 * len(result.speakers),
+            "legend": {"orientation": "h", "y": -0.25},
+            "margin": {"l": 90, "r": 10, "t": 40, "b": 50},
+        },
+    )

@@ -23,18 +23,37 @@ import numpy as np
 import plotly.graph_objects as go
 
 from .app_state import Models, SharedGallery, read_model_card
-from .audio import MAX_SECONDS, AudioError
-from .cohort import Cohort
-from .conditions import DESCRIPTIONS, clip_condition, gallery_scorer, kind_shift, pair_score
+from .audio import MAX_SECONDS, AudioError, load_audio
+from .conditions import clip_condition, gallery_scorer, kind_shift, pair_score
+from .diarize import Diarization, diarize
 from .encoder import Embedding, SpeakerEncoder
+from .evidence import ClipEvidence, clip_evidence, cohesion, window_map
 from .gallery import Gallery, GalleryError
-from .plots import embedding_map_figure, ranking_figure, score_distribution_figure, spectrogram_figure
-from .scoring import Calibration
+from .plots import (
+    diarization_figure,
+    embedding_map_figure,
+    ranking_figure,
+    spectrogram_figure,
+    window_map_figure,
+)
+from .readout import (
+    calibrated_verdict,
+    clip_report,
+    clip_warnings,
+    cohesion_note,
+    diarization_summary,
+    quality_report,
+    score_words,
+)
 
-MIN_RELIABLE_SPEECH = 2.0  # seconds of speech under which a score is flagged as unreliable
-MIN_SPEECH_SHARE = 0.3  # clips with less speech than this share are "mostly silence"
-MAX_CLIPPED_SHARE = 0.001  # more clipped samples than this is flagged
-MAX_UPLOAD_MB = 20
+MAX_UPLOAD_MB = 120
+"""The largest file the app takes: a 10-minute recording for Who spoke when, as 16-bit stereo WAV
+at 48 kHz, is 115 MB. The clip tabs' own limits are the encoder's (MAX_SECONDS, 50 MB encoded),
+checked before decoding."""
+MAX_RECORDING_SECONDS = 600.0  # Who spoke when: longer recordings go to the command line
+FOUND_CLIPS = 3  # Who spoke when: a found speaker is enrolled from their longest turns, this many
+FOUND_CLIP_SECONDS = 20.0  # ... each cut to this length
+MIN_FOUND_SPEECH = 2.0  # ... which must hold this much speech in all
 IDENTIFY_CLASSES = 5  # training speakers listed by the classifier in the Identify tab
 EXAMPLES_DIR = Path(__file__).parent / "examples"
 
@@ -54,6 +73,14 @@ class Session:
 
     model: str = ""
     gallery: Gallery = field(default_factory=Gallery)
+
+
+@dataclass(frozen=True)
+class Found:
+    """The last Who-spoke-when result of a session, kept in the page for "enroll this speaker"."""
+
+    path: str
+    result: Diarization
 
 
 @dataclass
@@ -111,6 +138,25 @@ class Demo:
         report = text + ("\n\n" + "\n\n".join(f"⚠️ {w}" for w in warnings) if warnings else "")
         return spectrogram_figure(ea, "Clip A"), spectrogram_figure(eb, "Clip B"), report, dist, condition, score
 
+    def evidence(self, session: Session, a: Any, b: Any, threshold: float) -> tuple[go.Figure, str]:
+        """Why the score came out so (after the verdict, never changing it): which 1.5-s stretches
+        of the two clips agree, and each clip's measured quality."""
+        encoder = self.encoder(session)
+        try:
+            ea, eb = _clip_evidence(encoder, [self._wav(encoder, a), self._wav(encoder, b)])
+        except AudioError as err:
+            return go.Figure(), f"No evidence view for these clips: {err}"
+        windows = window_map(encoder, ea.windows, eb.windows, threshold)
+        return window_map_figure(windows), quality_report({"Clip A": ea, "Clip B": eb}, windows)
+
+    def _wav(self, encoder: SpeakerEncoder, clip: Any, max_seconds: float | None = None) -> Any:
+        """A clip as mono samples at the encoder's rate, within the app's limits (AudioError if not)."""
+        if clip is None:
+            raise AudioError("Please record or upload a clip first.")
+        limit = self.max_seconds if max_seconds is None else max_seconds
+        rate = encoder.frontend.config.sample_rate
+        return load_audio(_file_path(clip), rate, max_seconds=limit, min_speech_seconds=0.0)
+
     def verdict(
         self, session: Session, score: float | None, condition: str | None, threshold: float
     ) -> tuple[str, go.Figure]:
@@ -136,21 +182,52 @@ class Demo:
         return Session(session.model, gallery)
 
     def enroll(
-        self, session: Session, name: str, mic: Any, files: Sequence[Any] | None
+        self, session: Session, name: str, mic: Any, files: Sequence[Any] | None, keep_outliers: bool = False
     ) -> tuple[Session, list[list], go.Figure, str]:
-        """Enroll ``name`` from the microphone clip and/or the uploaded files (either may be empty)."""
+        """Enroll ``name`` from the microphone clip and/or the uploaded files (either may be empty),
+        after a cohesion check: each clip against the speaker's other clips (:func:`cohesion`)."""
         clips = [c for c in [mic, *(files or [])] if c is not None]
         if not (name or "").strip():
             raise gr.Error("Give the speaker a name.")
         if not clips:
             raise gr.Error("Record or upload at least one clip of the speaker.")
-        embs = self.embed(session, [_file_path(c) for c in clips])
+        encoder = self.encoder(session)
+        embs = self._embed(encoder, [_file_path(c) for c in clips])
+        return self._enroll(session, encoder, name.strip(), embs, keep_outliers, f"{len(embs)} clip(s)")
+
+    def _enroll(
+        self,
+        session: Session,
+        encoder: SpeakerEncoder,
+        name: str,
+        embs: list[Embedding],
+        keep_outliers: bool,
+        what: str,
+    ) -> tuple[Session, list[list], go.Figure, str]:
+        """Add clips to ``name``, leaving out those that score below the calibrated threshold
+        against the speaker's other clips, unless ``keep_outliers`` or nothing else is left."""
+        gallery = self.gallery_of(session)
+        enrolled = gallery.clips(name) if name in gallery else None
+        scores = cohesion(encoder, [e.vector for e in embs], enrolled).tolist()
+        low = [i for i, s in enumerate(scores) if s < encoder.threshold]
+        left_out = [] if keep_outliers else low
+        if left_out and len(left_out) == len(embs):
+            raise gr.Error(
+                f"None of these clips sounds like {name}'s other clips (scores "
+                + ", ".join(f"{scores[i]:.2f}" for i in left_out)
+                + f" against threshold {encoder.threshold:.2f}). Check that they are all {name}, "
+                "or tick 'Enroll clips that do not match too'."
+            )
+        kept = [e for i, e in enumerate(embs) if i not in left_out]
         try:
-            session = self._change(session, lambda g: g.enroll(name, [e.vector for e in embs]))
+            session = self._change(session, lambda g: g.enroll(name, [e.vector for e in kept]))
         except ValueError as err:
             raise gr.Error(str(err)) from None
-        warnings = [w for e in embs for w in clip_warnings(e)]
-        note = f"Enrolled **{name.strip()}** with {len(embs)} clip(s)."
+        warnings = [w for e in kept for w in clip_warnings(e)]
+        note = f"Enrolled **{name}** with {what}" + (f", {len(left_out)} left out." if left_out else ".")
+        cohesive = cohesion_note(name, scores, left_out, encoder.threshold)
+        if cohesive:
+            note += " " + cohesive
         if warnings:
             note += " ⚠️ " + " ".join(sorted(set(warnings)))
         return session, *self.gallery_view(session), note
@@ -183,6 +260,12 @@ class Demo:
         text += f"(threshold {threshold:.3f})."
         if ranking.best == "unknown":
             text += " Below the threshold, so the speaker is reported as **unknown**."
+        if ranking.margin is not None:
+            runner_up = ranking.matches[1]
+            text += (
+                f"\n\nRunner-up **{runner_up.name}** scores {runner_up.score:.3f}: a margin of "
+                f"**{ranking.margin:.3f}**{' (close: the two are hard to tell apart)' if ranking.margin < 1 else ''}."
+            )
         warnings = clip_warnings(emb)
         if warnings:
             text += "\n\n" + "\n\n".join(f"⚠️ {w}" for w in warnings)
@@ -193,6 +276,77 @@ class Demo:
             embedding_map_figure(gallery, emb.vector),
             spectrogram_figure(emb),
         )
+
+    def query_evidence(self, session: Session, clip: Any) -> str:
+        """The Identify query's measured quality (after the answer, never changing it)."""
+        encoder = self.encoder(session)
+        try:
+            (found,) = _clip_evidence(encoder, [self._wav(encoder, clip)])
+        except AudioError as err:
+            return f"No quality report for this clip: {err}"
+        return quality_report({"Query": found})
+
+    # ------------------------------------------------------------------ who spoke when
+    def diarize(
+        self, session: Session, recording: Any, speakers: float | None, named: bool
+    ) -> tuple[Found, go.Figure, list[list], list[list], str, str, gr.Dropdown]:
+        """Who spoke when in a recording of up to MAX_RECORDING_SECONDS: the enrolled speakers named
+        (when ``named``), the others clustered into "Speaker 1, 2, ..."; ``speakers`` 0 = find out."""
+        encoder = self.encoder(session)
+        if speakers is not None and (speakers < 0 or speakers != int(speakers)):
+            raise gr.Error(f"The number of speakers must be a whole number (0: find out), got {speakers}.")
+        gallery = self.gallery_of(session) if named else None
+        try:
+            wav = self._wav(encoder, recording, MAX_RECORDING_SECONDS)
+            result = _diarize(encoder, wav, gallery, int(speakers) if speakers else None)
+        except AudioError as err:
+            raise gr.Error(str(err)) from None
+        rate = encoder.frontend.config.sample_rate
+        stem = Path(str(_file_path(recording))).stem if recording is not None else "recording"
+        folder = Path(tempfile.mkdtemp(prefix="speakerdemo-"))
+        rttm = folder / f"{_rttm_id(stem)}.rttm"
+        rttm.write_text(result.to_rttm(_rttm_id(stem)))
+        segments = [[round(s.start, 2), round(s.end, 2), s.label, round(s.duration, 2)] for s in result.segments]
+        talk = [[label, round(seconds, 1)] for label, seconds in result.talk_time().items()]
+        unnamed = [label for label in result.speakers if label not in result.named]
+        found = Found(str(_file_path(recording)), result)
+        return (
+            found,
+            diarization_figure(wav, rate, result),
+            segments,
+            talk,
+            diarization_summary(result),
+            str(rttm),
+            gr.Dropdown(choices=unnamed, value=unnamed[0] if unnamed else None),
+        )
+
+    def enroll_found(
+        self, session: Session, found: Found | None, label: str | None, name: str, keep_outliers: bool = False
+    ) -> tuple[Session, list[list], go.Figure, str]:
+        """Enroll a speaker found by :meth:`diarize` under ``name``, from their longest turns."""
+        if found is None:
+            raise gr.Error("Find who spoke when first.")
+        if not (name or "").strip():
+            raise gr.Error("Give the speaker a name.")
+        turns = sorted((s for s in found.result.segments if s.label == label), key=lambda s: -s.duration)
+        if not turns:
+            raise gr.Error(f"No speaker {label!r} in the last result: choose one of the list.")
+        turns = turns[:FOUND_CLIPS]
+        seconds = sum(min(s.duration, FOUND_CLIP_SECONDS) for s in turns)
+        if seconds < MIN_FOUND_SPEECH:
+            raise gr.Error(f"{label} speaks {seconds:.1f} s in their longest turns: too little to enroll.")
+        encoder = self.encoder(session)
+        rate = encoder.frontend.config.sample_rate
+        try:
+            wav = self._wav(encoder, found.path, MAX_RECORDING_SECONDS)
+        except AudioError as err:
+            raise gr.Error(f"The recording cannot be read again: {err}") from None
+        pieces = [
+            (rate, wav[round(s.start * rate) : round(min(s.end, s.start + FOUND_CLIP_SECONDS) * rate)]) for s in turns
+        ]
+        embs = self._embed(encoder, pieces)
+        what = f"{label}'s {len(turns)} longest turn(s) ({seconds:.1f} s; find who spoke when again to see the name)"
+        return self._enroll(session, encoder, name.strip(), embs, keep_outliers, what)
 
     def export(self, session: Session) -> str:
         """The gallery as a safetensors file to download (a fresh temporary folder per request)."""
@@ -243,71 +397,26 @@ def threshold_range(encoder: SpeakerEncoder) -> tuple[float, float]:
     return float(min(-1, np.floor(seen[0]))), float(max(1, np.ceil(seen[-1])))
 
 
-def score_words(score: float, shift: float, kind: str | None, cohort: Cohort | None = None) -> str:
-    """How a verdict names its score: the cosine, the cosine less the shift for the kind of clip,
-    or the cosine normalised against the checkpoint's cohort."""
-    if cohort is not None:
-        return (
-            f"score **{score:.3f}** (the cosine similarity normalised against {len(cohort.vectors)} cohort "
-            "clips of other speakers: about how many spreads it lies above the closest strangers' scores)"
-        )
-    if not shift:
-        return f"cosine similarity **{score:.3f}**"
-    return (
-        f"score **{score:.3f}** (the cosine similarity {score + shift:.3f} less {shift:.3f} "
-        f"for {DESCRIPTIONS.get(kind or '', kind)})"
-    )
-
-
-def calibrated_verdict(
-    calibration: Calibration | None,
-    score: float | None,
-    threshold: float,
-    condition: str | None = None,
-    cohort: Cohort | None = None,
-) -> tuple[str, go.Figure]:
-    """Decision and error rates for a score at a threshold, from the checkpoint's calibration alone.
-
-    With a ``condition`` the checkpoint was calibrated on (a checkpoint calibrated across
-    conditions), the rates and score distributions for clips like the user's come first: a
-    threshold that lets few strangers through on clean 16-kHz speech can let many through on a
-    phone line.
-    """
-    if score is None:
-        return "Give two clips and press **Verify**.", score_distribution_figure(calibration, 0.0, threshold)
-    same = score >= threshold
-    shift = calibration.shifts.get(condition, 0.0) if calibration is not None and condition else 0.0
-    words = score_words(score, shift, condition, cohort)
-    lines = [
-        f"## {'✅ Same speaker' if same else '❌ Different speakers'}",
-        f"{words[0].upper()}{words[1:]} against threshold **{threshold:.3f}**.",
-    ]
-    if calibration is None:
-        lines.append("This checkpoint has no calibration: the threshold's error rates are unknown.")
-        return "\n\n".join(lines), score_distribution_figure(calibration, score, threshold)
-    matched = calibration.conditions.get(condition) if condition else None
-    if matched is not None:
-        far, frr = matched.rates_at(threshold)
-        lines.append(
-            f"For {DESCRIPTIONS.get(condition, condition)}, like these two, about **{100 * far:.1f} %** of "
-            f"different-speaker pairs pass at this threshold (false accepts) and **{100 * frr:.1f} %** of "
-            "same-speaker pairs are rejected (false rejects)."
-        )
-    far, frr = calibration.rates_at(threshold)
-    lines.append(
-        f"{'Over all' if matched is not None else 'On'} {calibration.trials or 'the calibration trials'}: "
-        f"about **{100 * far:.1f} %** false accepts and **{100 * frr:.1f} %** false rejects. "
-        f"The default {calibration.threshold:.3f} is {calibration.rule} "
-        f"(EER {100 * calibration.eer:.2f} %)."
-    )
-    return "\n\n".join(lines), score_distribution_figure(matched or calibration, score, threshold)
-
-
 @gpu
 def _embed_batch(
     encoder: SpeakerEncoder, clips: list[Any], max_seconds: float, names: Sequence[str] | None, class_logits: bool
 ) -> list[Embedding]:
     return encoder.embed_batch(clips, max_seconds=max_seconds, names=names, class_logits=class_logits)
+
+
+@gpu
+def _clip_evidence(encoder: SpeakerEncoder, wavs: list[np.ndarray]) -> list[ClipEvidence]:
+    return [clip_evidence(encoder, wav) for wav in wavs]
+
+
+@gpu
+def _diarize(encoder: SpeakerEncoder, wav: np.ndarray, gallery: Gallery | None, speakers: int | None) -> Diarization:
+    return diarize(encoder, (encoder.frontend.config.sample_rate, wav), gallery=gallery, speakers=speakers)
+
+
+def _rttm_id(stem: str) -> str:
+    """An RTTM file id from a file name: no whitespace (RTTM separates its fields by it)."""
+    return "_".join(stem.split()) or "recording"
 
 
 def _file_path(item: Any) -> Any:
@@ -317,35 +426,6 @@ def _file_path(item: Any) -> Any:
     if isinstance(item, dict) and "path" in item:
         return item["path"]
     return getattr(item, "name", item)
-
-
-def clip_warnings(emb: Embedding) -> list[str]:
-    """Why a score from this clip may be unreliable, in words."""
-    warnings = []
-    if emb.speech_seconds < MIN_RELIABLE_SPEECH:
-        warnings.append(
-            f"Only {emb.speech_seconds:.1f} s of speech: scores from clips under "
-            f"{MIN_RELIABLE_SPEECH:.0f} s of speech are unreliable."
-        )
-    if emb.speech_seconds < MIN_SPEECH_SHARE * emb.duration_seconds:
-        warnings.append(
-            f"The clip is mostly silence ({emb.speech_seconds:.1f} s of speech in "
-            f"{emb.duration_seconds:.1f} s); only the speech was used, but the score may be unreliable."
-        )
-    if emb.clipped_fraction > MAX_CLIPPED_SHARE:
-        warnings.append(
-            f"{100 * emb.clipped_fraction:.1f} % of the samples are clipped (recording too loud): "
-            "the score may be unreliable."
-        )
-    return warnings
-
-
-def clip_report(emb: Embedding) -> str:
-    regions = ", ".join(f"{a:.2f}–{b:.2f} s" for a, b in emb.speech_regions[:8])
-    more = " …" if len(emb.speech_regions) > 8 else ""
-    lines = [f"**{emb.speech_seconds:.1f} s of speech** in {emb.duration_seconds:.1f} s. Speech: {regions}{more}"]
-    lines += [f"⚠️ {w}" for w in clip_warnings(emb)]
-    return "\n\n".join(lines)
 
 
 def gallery_table(gallery: Gallery) -> list[list]:
@@ -380,8 +460,9 @@ def _header(demo: Demo) -> Controls:
     session = gr.State(Session(default))
     gr.Markdown(
         "# 🎙️ speakerdemo\nRecord with your microphone or upload clips (up to "
-        f"{demo.max_seconds:.0f} s, {MAX_UPLOAD_MB} MB). See what the model hears, check whether two clips "
-        "are the same speaker, and identify speakers you enroll."
+        f"{demo.max_seconds:.0f} s each). See what the model hears, check whether two clips are the same "
+        "speaker, identify speakers you enroll, and find who spoke when in a recording (up to "
+        f"{MAX_RECORDING_SECONDS / 60:.0f} minutes)."
     )
     with gr.Row():
         model = gr.Dropdown(
@@ -422,11 +503,18 @@ def _verify_tab(demo: Demo, controls: Controls) -> None:
         with gr.Row():
             spec_a = gr.Plot(label="Clip A: spectrogram and attention")
             spec_b = gr.Plot(label="Clip B: spectrogram and attention")
-    verify_btn.click(
+        with gr.Accordion("Why this score? Which stretches agree, and how good each clip is", open=True):
+            with gr.Row():
+                agreement = gr.Plot(label="Stretch by stretch")
+                quality = gr.Markdown(elem_id="verify-evidence")
+    verified = verify_btn.click(
         demo.verify,
         [controls.session, clip_a, clip_b, controls.threshold],
         [spec_a, spec_b, verdict, dist, condition, score],
         api_name="verify",
+    )
+    verified.success(
+        demo.evidence, [controls.session, clip_a, clip_b, controls.threshold], [agreement, quality], api_name="evidence"
     )
     controls.threshold.change(
         demo.verdict,
@@ -446,6 +534,7 @@ def _enroll_tab(demo: Demo, controls: Controls, emb_map: gr.Plot) -> gr.Datafram
             name = gr.Textbox(label="Speaker name", max_lines=1)
             mic = _audio("Record a clip (optional)")
             files = gr.File(label="…and/or upload clips", file_count="multiple", type="filepath")
+            keep = gr.Checkbox(False, label="Enroll clips that do not match the speaker's other clips too")
             enroll_btn = gr.Button("Enroll", variant="primary")
             message = gr.Markdown(elem_id="enroll-message")
         with gr.Column():
@@ -465,7 +554,7 @@ def _enroll_tab(demo: Demo, controls: Controls, emb_map: gr.Plot) -> gr.Datafram
             import_file = gr.File(label="Upload a gallery (.safetensors)", file_types=[".safetensors"], type="filepath")
     session = controls.session
     changed = [session, table, emb_map, message]
-    enrolled = enroll_btn.click(demo.enroll, [session, name, mic, files], changed, api_name="enroll")
+    enrolled = enroll_btn.click(demo.enroll, [session, name, mic, files, keep], changed, api_name="enroll")
     enrolled.success(lambda: (None, None), None, [mic, files], api_name=False, show_progress="hidden")
     remove_btn.click(demo.remove, [session, remove_name], changed, api_name="remove")
     export_btn.click(demo.export, [session], [export_file], api_name="export_gallery")
@@ -482,6 +571,7 @@ def _identify_tab(demo: Demo, controls: Controls, emb_map: gr.Plot) -> None:
                 top_k = gr.Slider(1, 10, value=5, step=1, label="Show top k")
                 identify_btn = gr.Button("Identify", variant="primary")
                 text = gr.Markdown(elem_id="identify-result")
+                quality = gr.Markdown(elem_id="identify-evidence")
             with gr.Column():
                 ranking = gr.Plot(label="Ranking")
                 classes = gr.Dataframe(
@@ -493,11 +583,59 @@ def _identify_tab(demo: Demo, controls: Controls, emb_map: gr.Plot) -> None:
         with gr.Row():
             emb_map.render()
             query_spec = gr.Plot(label="Query: spectrogram and attention")
-    identify_btn.click(
+    identified = identify_btn.click(
         demo.identify,
         [controls.session, query, controls.threshold, top_k],
         [text, ranking, classes, emb_map, query_spec],
         api_name="identify",
+    )
+    identified.success(demo.query_evidence, [controls.session, query], [quality], api_name="query_evidence")
+
+
+def _diarize_tab(demo: Demo, controls: Controls, table: gr.Dataframe, emb_map: gr.Plot) -> None:
+    """Who spoke when in a recording; a speaker found there can be enrolled, which redraws the
+    Enroll tab's ``table`` and the Identify tab's ``emb_map``."""
+    with gr.Tab("Who spoke when"):
+        with gr.Row():
+            with gr.Column(scale=2):
+                recording = _audio(f"Recording (up to {MAX_RECORDING_SECONDS / 60:.0f} minutes)")
+            with gr.Column(scale=1):
+                speakers = gr.Number(0, precision=0, minimum=0, label="How many speakers? (0: find out)")
+                named = gr.Checkbox(True, label="Name the speakers enrolled in the gallery")
+                run_btn = gr.Button("Find who spoke when", variant="primary")
+        summary = gr.Markdown(elem_id="diarize-summary")
+        timeline = gr.Plot(label="Timeline")
+        with gr.Row():
+            segments = gr.Dataframe(
+                headers=["start (s)", "end (s)", "speaker", "seconds"],
+                value=[],
+                label="Segments",
+                interactive=False,
+                elem_id="diarize-segments",
+                scale=2,
+            )
+            with gr.Column(scale=1):
+                talk = gr.Dataframe(headers=["speaker", "seconds"], value=[], label="Talk time", interactive=False)
+                rttm = gr.File(label="Segments as RTTM", interactive=False)
+        with gr.Row():
+            label = gr.Dropdown([], label="Found speaker", scale=1)
+            name = gr.Textbox(label="Enroll them as", max_lines=1, scale=2)
+            keep = gr.Checkbox(False, label="Keep turns that do not match each other", scale=1)
+            enroll_btn = gr.Button("Enroll this speaker", scale=1)
+        message = gr.Markdown(elem_id="diarize-enroll-message")
+    found = gr.State(None)
+    session = controls.session
+    run_btn.click(
+        demo.diarize,
+        [session, recording, speakers, named],
+        [found, timeline, segments, talk, summary, rttm, label],
+        api_name="diarize",
+    )
+    enroll_btn.click(
+        demo.enroll_found,
+        [session, found, label, name, keep],
+        [session, table, emb_map, message],
+        api_name="enroll_found",
     )
 
 
@@ -527,6 +665,7 @@ def build_demo(demo: Demo) -> gr.Blocks:
         _verify_tab(demo, controls)
         table = _enroll_tab(demo, controls, emb_map)
         _identify_tab(demo, controls, emb_map)
+        _diarize_tab(demo, controls, table, emb_map)
         _inspect_tab(demo, controls)
         card = _model_tab(demo)
         session = controls.session

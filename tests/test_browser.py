@@ -282,6 +282,10 @@ def test_verify_same_and_different_speakers(page, speech_clips, tmp_path):
     expect(component(page, "Clip A: spectrogram and attention").locator(".js-plotly-plot")).to_be_visible()
     expect(component(page, "What the score means").locator(".js-plotly-plot")).to_be_visible()
     assert ("Same speaker" in text) == (same >= threshold)
+    # The evidence view follows the verdict: which stretches agree, each clip's quality.
+    expect(page.locator("#verify-evidence")).to_contain_text("sound like one voice")
+    expect(page.locator("#verify-evidence")).to_contain_text("signal-to-noise")
+    expect(component(page, "Stretch by stretch").locator(".js-plotly-plot")).to_contain_text("Which stretches agree")
     shot(page, tmp_path, "2-verify-same-speaker")
 
     clear_audio(page, "Clip B")
@@ -329,6 +333,8 @@ def test_enroll_then_identify(page, speech_clips, tmp_path):
     assert f"Best match {s1} with " in text and "cosine similarity" in text
     expect(component(page, "Ranking").locator(".js-plotly-plot")).to_be_visible()
     expect(component(page, "Embedding map").locator(".js-plotly-plot")).to_contain_text("query")
+    assert f"Runner-up {s2} scores" in text and "a margin of" in text
+    expect(page.locator("#identify-evidence")).to_contain_text("signal-to-noise")
     shot(page, tmp_path, "6-identified")
 
     page.get_by_role("tab", name="Enroll").click()
@@ -379,3 +385,35 @@ def test_non_audio_upload_shows_the_error(page, tmp_path):
     expect(toast.get_by_test_id("toast-text")).to_contain_text("Could not read 'notes.wav' as audio")
     shot(page, tmp_path, "11-error-toast", full_page=False)  # the toast is fixed to the viewport
     expect(page.locator("#inspect-result")).not_to_contain_text("s of speech")
+
+
+def test_who_spoke_when(page, speech_clips, tmp_path):
+    """A conversation of two speakers: found, drawn, tabled, offered as RTTM; one enrolled from
+    the result, then named by a second run."""
+    s1, s2 = list(speech_clips)[:2]
+    parts = []
+    for speaker, index in ((s1, 0), (s2, 0), (s1, 1), (s2, 1)):
+        wav, sr = sf.read(speech_clips[speaker][index], dtype="float32")
+        parts += [wav, np.zeros(sr // 2, dtype=np.float32)]
+    conversation = tmp_path / "meeting.wav"
+    sf.write(conversation, np.concatenate(parts), sr)
+
+    page.get_by_role("tab", name="Who spoke when").click()
+    upload_audio(page, "Recording (up to 10 minutes)", conversation)
+    text, seconds = click_and_wait(page, "Find who spoke when", "#diarize-summary", "Talk time")
+    print(f"\nwho spoke when, {sum(len(p) for p in parts) / sr:.1f} s of audio: {seconds:.2f} s")
+    assert text.startswith("2 speaker(s)"), text
+    expect(component(page, "Timeline").locator(".js-plotly-plot")).to_contain_text("Speaker 2")
+    rows = page.locator("#diarize-segments .virtual-body [role=row]")
+    expect(rows).to_have_count(4)
+    expect(component(page, "Segments as RTTM").get_by_role("link")).to_contain_text("meeting.rttm")
+    shot(page, tmp_path, "12-who-spoke-when")
+
+    page.get_by_label("Enroll them as").fill("Ann")
+    done, _ = click_and_wait(page, "Enroll this speaker", "#diarize-enroll-message", "Ann")
+    assert done.startswith("Enrolled Ann with Speaker 1's 2 longest turn(s)"), done
+    text, _ = click_and_wait(page, "Find who spoke when", "#diarize-summary", "enrolled: Ann")
+    expect(component(page, "Timeline").locator(".js-plotly-plot")).to_contain_text("Ann")
+    shot(page, tmp_path, "13-who-spoke-when-named")
+    page.get_by_role("tab", name="Enroll").click()
+    assert gallery_rows(page) == [["Ann", "2"]]

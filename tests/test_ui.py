@@ -26,8 +26,9 @@ from speakerdemo.conditions import DESCRIPTIONS, DETECTED, PHONE, WIDEBAND, clip
 from speakerdemo.encoder import SPEECH_COLLAR_SECONDS
 from speakerdemo.gallery import Gallery
 from speakerdemo.plots import MAX_PLOT_FRAMES, NONTARGET_COLOUR, SPEECH_FILL, TARGET_COLOUR
+from speakerdemo.readout import calibrated_verdict
 from speakerdemo.scoring import Calibration, cosine
-from speakerdemo.ui import Demo, Session, build_demo, calibrated_verdict, threshold_range
+from speakerdemo.ui import Demo, Session, build_demo, threshold_range
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SR = SAMPLE_RATE
@@ -601,3 +602,101 @@ def test_app_main_wires_arguments_to_the_demo(trained_checkpoint, tmp_path, monk
     assert dropdown["props"]["value"] == "mine"
     assert [choice[0] for choice in dropdown["props"]["choices"]] == ["mine"]
     assert dropdown["props"]["interactive"] is False  # a shared gallery pins the model
+
+
+# ---------------------------------------------------------------------- evidence, cohesion, who spoke when
+def test_verify_evidence_shows_which_stretches_agree(demo, session, encoder, speech_clips, spk):
+    same_fig, same_text = demo.evidence(session, *speech_clips[spk[0]][:2], encoder.threshold)
+    other_fig, other_text = demo.evidence(session, speech_clips[spk[0]][0], speech_clips[spk[1]][0], encoder.threshold)
+    (heatmap,) = same_fig.data
+    assert heatmap.type == "heatmap" and np.asarray(heatmap.z).shape == (len(heatmap.y), len(heatmap.x))
+    for text in (same_text, other_text):
+        assert "| speech |" in text and "| voices | one | one |" in text
+    share = [int(t.split("**")[1].rstrip(" %")) for t in (same_text, other_text)]
+    assert share[0] > 50 > share[1]
+
+
+def test_verify_evidence_names_the_problem_of_a_silent_clip(demo, session, encoder, speech_clips, spk, tmp_path):
+    silent = tmp_path / "silent.wav"
+    sf.write(silent, np.zeros(3 * SR, dtype=np.float32), SR)
+    figure, text = demo.evidence(session, speech_clips[spk[0]][0], silent, encoder.threshold)
+    assert text.startswith("No evidence view for these clips: The audio is silent") and not figure.data
+
+
+def test_enroll_leaves_out_a_clip_of_another_speaker(demo, model, encoder, speech_clips, spk):
+    clips = [*speech_clips[spk[0]][:3], speech_clips[spk[1]][0]]
+    session, table, _, note = demo.enroll(Session(model), spk[0], None, clips)
+    assert table == [[spk[0], 3]] and f"Enrolled **{spk[0]}** with 4 clip(s), 1 left out." in note
+    assert "clip 4:" in note and "⚠️ left out" in note
+    _, table, _, note = demo.enroll(Session(model), spk[0], None, clips, True)  # kept when asked
+    assert table == [[spk[0], 4]] and "left out" not in note.split(".")[0]
+    with pytest.raises(gr.Error) as excinfo:  # nothing of the speaker among the new clips
+        demo.enroll(session, spk[0], None, speech_clips[spk[1]][:1])
+    assert "None of these clips sounds like" in message(excinfo)
+
+
+def test_identify_reports_the_margin_to_the_runner_up(demo, model, encoder, speech_clips, spk):
+    session = _enrolled(demo, model, speech_clips, spk)
+    text, *_ = demo.identify(session, speech_clips[spk[0]][2], encoder.threshold, 5)
+    assert f"Runner-up **{spk[1]}** scores" in text and "a margin of **" in text
+    report = demo.query_evidence(session, speech_clips[spk[0]][2])
+    assert report.startswith("| | Query |") and "| voices | one |" in report
+
+
+@pytest.fixture(scope="module")
+def conversation_wav(speech_clips, spk, tmp_path_factory) -> Path:
+    """Turns A B A B of the first two speakers' first two clips, 0.5-s pauses, as a wav file."""
+    parts = []
+    for speaker, index in ((spk[0], 0), (spk[1], 0), (spk[0], 1), (spk[1], 1)):
+        wav, sr = read(speech_clips[speaker][index])
+        parts += [wav, np.zeros(sr // 2, dtype=np.float32)]
+    path = tmp_path_factory.mktemp("diarize") / "two people.wav"
+    sf.write(path, np.concatenate(parts), sr)
+    return path
+
+
+def test_who_spoke_when_finds_enrolls_and_names(demo, model, speech_clips, spk, conversation_wav):
+    found, figure, segments, talk, summary, rttm, dropdown = demo.diarize(Session(model), conversation_wav, 0, True)
+    assert summary.startswith("**2 speaker(s)**") and [row[0] for row in talk] == ["Speaker 1", "Speaker 2"]
+    assert [row[2] for row in segments] == ["Speaker 1", "Speaker 2", "Speaker 1", "Speaker 2"]
+    assert dropdown.choices == [("Speaker 1", "Speaker 1"), ("Speaker 2", "Speaker 2")]
+    lines = Path(rttm).read_text().splitlines()
+    assert Path(rttm).name == "two_people.rttm" and all(line.startswith("SPEAKER two_people 1 ") for line in lines)
+    assert {t.name for t in figure.data if t.type == "bar"} == {"Speaker 1", "Speaker 2"}
+    # Enroll the first found speaker; a second run names them.
+    session, table, _, note = demo.enroll_found(Session(model), found, "Speaker 1", "Ann Lee")
+    assert table == [["Ann Lee", 2]] and note.startswith("Enrolled **Ann Lee** with Speaker 1's 2 longest turn(s)")
+    _, _, segments, _, summary, rttm, dropdown = demo.diarize(session, conversation_wav, 0, True)
+    assert [row[2] for row in segments] == ["Ann Lee", "Speaker 1", "Ann Lee", "Speaker 1"]
+    assert "enrolled: **Ann Lee**" in summary and dropdown.choices == [("Speaker 1", "Speaker 1")]
+    assert "Ann_Lee" in Path(rttm).read_text()
+    _, _, segments, *_ = demo.diarize(session, conversation_wav, 0, False)  # names off: clusters only
+    assert {row[2] for row in segments} == {"Speaker 1", "Speaker 2"}
+
+
+def test_who_spoke_when_refuses_bad_input(demo, session, spk, speech_clips, conversation_wav, tmp_path):
+    long_file = tmp_path / "long.wav"
+    sf.write(long_file, np.zeros(601 * 8000, dtype=np.int16), 8000)
+    silent = tmp_path / "silent.wav"
+    sf.write(silent, np.zeros(5 * SR, dtype=np.float32), SR)
+    corrupt = tmp_path / "corrupt.wav"
+    corrupt.write_bytes(b"RIFF not really a wave file")
+    cases = {
+        None: "record or upload",
+        long_file: "600",
+        silent: "silent",
+        corrupt: "could not read",
+    }
+    for recording, words in cases.items():
+        with pytest.raises(gr.Error) as excinfo:
+            demo.diarize(session, recording, 0, True)
+        assert words in message(excinfo).lower(), message(excinfo)
+    with pytest.raises(gr.Error, match="whole number"):
+        demo.diarize(session, conversation_wav, 1.5, True)
+    with pytest.raises(gr.Error, match="Find who spoke when first"):
+        demo.enroll_found(session, None, "Speaker 1", "Ann")
+    found, *_ = demo.diarize(session, conversation_wav, 0, True)
+    with pytest.raises(gr.Error, match="No speaker 'Speaker 9'"):
+        demo.enroll_found(session, found, "Speaker 9", "Ann")
+    with pytest.raises(gr.Error, match="Give the speaker a name"):
+        demo.enroll_found(session, found, "Speaker 1", "  ")
