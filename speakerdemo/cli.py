@@ -26,7 +26,7 @@ from tqdm import tqdm
 from .atomic import atomic_write, atomic_write_bytes
 from .audio import AUDIO_SUFFIXES, MAX_SECONDS, AudioError
 from .checkpoint import BACKENDS, CHECKPOINTS_DIR, CONFIG_FILE, DEFAULT_MODEL, CheckpointError
-from .conditions import DESCRIPTIONS, clip_condition, gallery_scorer, kind_shift, pair_score
+from .conditions import DESCRIPTIONS, clip_condition
 from .diarize import diarize
 from .encoder import Embedding, SpeakerEncoder
 from .gallery import Gallery, GalleryError
@@ -242,30 +242,31 @@ def add_verify_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_verify(args: argparse.Namespace) -> int:
-    """Same speaker or not, as the app's Verify tab decides: the pair's score (less its kind of
-    clip's shift) against the threshold, with what that threshold means for clips of that kind and
-    over all the calibration trials. Exit status 0 for either answer."""
+    """Same speaker, different speakers or uncertain, as the app's Verify tab decides
+    (:meth:`SpeakerEncoder.verify`), with why, what would help and what the threshold means for
+    clips of that kind and over all the calibration trials. Exit status 0 for every answer."""
     paths = existing_files([args.a, args.b])
     encoder = load_encoder(args)
     a, b = embed_files(encoder, paths, args.max_seconds)
-    kind, score = pair_score(encoder, a, b)
-    threshold = encoder.threshold if args.threshold is None else args.threshold
-    same = score >= threshold
+    verdict = encoder.verify(a, b, args.threshold)
     calibration = encoder.calibration
-    matched = calibration.conditions.get(kind) if calibration is not None else None
-    far, frr = matched.rates_at(threshold) if matched is not None else (None, None)
-    overall_far, overall_frr = calibration.rates_at(threshold) if calibration is not None else (None, None)
+    overall_far, overall_frr = calibration.rates_at(verdict.threshold) if calibration is not None else (None, None)
+    kind = verdict.kind or ""
     if args.json:
         print_json(
             {
-                "decision": "same" if same else "different",
-                "same_speaker": bool(same),
-                "score": score,
-                "threshold": threshold,
-                "condition": kind,
+                "decision": verdict.decision,
+                "same_speaker": verdict.same,
+                "score": verdict.score,
+                "threshold": verdict.threshold,
+                "uncertain_between": list(verdict.band),
+                "log_likelihood_ratio": verdict.llr,
+                "reasons": list(verdict.reasons),
+                "advice": list(verdict.advice),
+                "condition": verdict.kind,
                 "condition_description": DESCRIPTIONS.get(kind, kind),
-                "far": far,
-                "frr": frr,
+                "far": verdict.far,
+                "frr": verdict.frr,
                 "overall_far": overall_far,
                 "overall_frr": overall_frr,
                 "calibration_trials": calibration.trials if calibration is not None else None,
@@ -273,15 +274,19 @@ def run_verify(args: argparse.Namespace) -> int:
             }
         )
         return EXIT_OK
-    print(
-        f"{'same speaker' if same else 'different speakers'}: score {score:.3f} "
-        f"{'>=' if same else '<'} threshold {threshold:.3f}"
-    )
-    if far is not None:
+    words = {"same": "same speaker", "different": "different speakers", "uncertain": "uncertain"}[verdict.decision]
+    low, high = verdict.band
+    band = f", uncertain from {low:.3f} to {high:.3f}" if high > low else ""
+    print(f"{words}: score {verdict.score:.3f}, threshold {verdict.threshold:.3f}{band}")
+    if verdict.reasons:
+        print("what weakens the evidence: " + "; ".join(verdict.reasons))
+    if verdict.advice:
+        print("what would help: " + "; ".join(verdict.advice))
+    if verdict.far is not None and kind in calibration.conditions:
         print(
-            f"for {DESCRIPTIONS.get(kind, kind)} ({kind}), like these: about {100 * far:.1f} % of different-speaker "
-            f"pairs pass at this threshold (false accepts), {100 * frr:.1f} % of same-speaker pairs are rejected "
-            "(false rejects)"
+            f"for {DESCRIPTIONS.get(kind, kind)} ({kind}), like these: about {100 * verdict.far:.1f} % of "
+            f"different-speaker pairs pass at this threshold (false accepts), {100 * verdict.frr:.1f} % of "
+            "same-speaker pairs are rejected (false rejects)"
         )
     if calibration is None:
         print("this checkpoint has no calibration: the threshold's error rates are unknown")
@@ -354,7 +359,8 @@ def add_identify_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_identify(args: argparse.Namespace) -> int:
     """Who of the enrolled speakers this is, as the app's Identify tab decides (open set: the best
-    match's name if its score reaches the threshold, else "unknown"), with the ranking."""
+    match's name if its score reaches the threshold raised for the gallery's size, else "unknown";
+    :meth:`SpeakerEncoder.identify`), with the ranking."""
     if args.top_k < 1:
         raise UsageError(f"--top-k must be at least 1, got {args.top_k}")
     (path,) = existing_files([args.clip])
@@ -367,13 +373,8 @@ def run_identify(args: argparse.Namespace) -> int:
     check_fits(gallery, args.gallery, encoder)
     (embedding,) = embed_files(encoder, [path], args.max_seconds)
     kind = clip_condition(embedding)
-    threshold = encoder.threshold if args.threshold is None else args.threshold
-    ranking = gallery.rank(
-        embedding.vector,
-        top_k=args.top_k,
-        threshold=threshold,
-        score=gallery_scorer(encoder, kind_shift(encoder, kind)),
-    )
+    ranking = encoder.identify(embedding, gallery, args.threshold, top_k=args.top_k)
+    threshold = ranking.threshold
     if args.json:
         print_json(
             {

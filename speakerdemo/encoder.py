@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -30,10 +30,14 @@ from .audio import (
 from .checkpoint import HUB_LIBRARY, HUB_LICENSE, HUB_TAGS, CheckpointError, build, load, save
 from .cohort import Cohort
 from .features import FrontEnd, FrontEndConfig, pad_frames
+from .gallery import Gallery, Ranking
 from .losses import build_head
 from .models import build_encoder
 from .onnx_runtime import OnnxNetwork
 from .scoring import Calibration, pair_cosines, snorm
+
+if TYPE_CHECKING:
+    from .verdict import Verdict
 
 DEFAULT_THRESHOLD = 0.5
 SPEED_MARK = "@"  # class "spk@0.9": speaker "spk" at speed 0.9 (see train/prepare.py)
@@ -286,6 +290,27 @@ class SpeakerEncoder(
         if np.shape(va) != np.shape(vb):
             raise ValueError(f"Embedding sizes differ: {np.shape(va)} vs {np.shape(vb)}.")
         return float(self.pair_scores(np.stack([va, vb]), [0], [1])[0])
+
+    def verify(self, a: Any, b: Any, threshold: float | None = None) -> Verdict:
+        """Are ``a`` and ``b`` one speaker: "same", "different" or "uncertain", with why (see
+        :mod:`speakerdemo.verdict`). Each is an Embedding, a 1-D vector or audio :meth:`embed` takes."""
+        from .verdict import decide  # the verdict module builds on this one
+
+        return decide(self, self._embedding_or_vector(a), self._embedding_or_vector(b), threshold)
+
+    def identify(self, query: Any, gallery: Gallery, threshold: float | None = None, top_k: int = 5) -> Ranking:
+        """Who of ``gallery`` ``query`` is (an Embedding, a 1-D vector or audio); ``.best`` is a name
+        or "unknown", against a threshold raised for the size of the gallery (speakerdemo.verdict)."""
+        from .verdict import rank
+
+        return rank(self, self._embedding_or_vector(query), gallery, threshold, top_k)
+
+    def _embedding_or_vector(self, item: Any) -> Embedding | np.ndarray:
+        if isinstance(item, Embedding):
+            return item
+        if isinstance(item, np.ndarray) and item.shape == (self.model.embed_dim,):
+            return item.astype(np.float64)
+        return self.embed(item)
 
     def pair_scores(self, vectors: np.ndarray, first: Sequence[int], second: Sequence[int]) -> np.ndarray:
         """Scores of the pairs ``(vectors[first[i]], vectors[second[i]])``: their cosine, normalised

@@ -109,8 +109,15 @@ def _marker(x: float, text: str, line: dict) -> tuple[dict, dict]:
     return shape, label
 
 
-def score_distribution_figure(calibration: Calibration | None, score: float, threshold: float) -> go.Figure:
-    """Target and non-target score densities of the calibration trials, this pair's score marked.
+def score_distribution_figure(
+    calibration: Calibration | None,
+    score: float,
+    threshold: float,
+    band: tuple[float, float] | None = None,
+    title: str | None = None,
+) -> go.Figure:
+    """Target and non-target score densities of the calibration trials, this pair's score marked,
+    the "uncertain" ``band`` shaded; ``title`` names the clips the densities are of.
 
     Built in one constructor call, as :func:`spectrogram_figure` is (11 ms with ``add_vline``)."""
     bars = []
@@ -130,6 +137,22 @@ def score_distribution_figure(calibration: Calibration | None, score: float, thr
         _marker(score, f"this pair {score:.3f}", {"color": "#1565c0", "width": 3}),
     ]
     trials = f" ({calibration.trials})" if calibration is not None and calibration.trials else ""
+    shapes = [shape for shape, _ in markers]
+    if band is not None and band[1] > band[0]:
+        shapes.append(
+            {
+                "type": "rect",
+                "xref": "x",
+                "yref": "paper",
+                "x0": band[0],
+                "x1": band[1],
+                "y0": 0,
+                "y1": 1,
+                "fillcolor": "rgba(255, 193, 7, 0.2)",
+                "line": {"width": 0},
+                "layer": "below",
+            }
+        )
     xaxis: dict = {"title": {"text": SCORE_AXIS}}
     if calibration is None:  # no bars to fit: keep the cosine axis instead of autoranging on the annotations
         xaxis["range"] = [-1.05, 1.05]
@@ -137,10 +160,10 @@ def score_distribution_figure(calibration: Calibration | None, score: float, thr
         data=bars,
         layout={
             "barmode": "overlay",
-            "title": {"text": f"Scores of calibration trials{trials}"},
+            "title": {"text": title or f"Scores of calibration trials{trials}"},
             "xaxis": xaxis,
             "yaxis": {"title": {"text": "density"}},
-            "shapes": [shape for shape, _ in markers],
+            "shapes": shapes,
             "annotations": [label for _, label in markers],
             "height": 300,
             "margin": {"l": 50, "r": 10, "t": 40, "b": 40},

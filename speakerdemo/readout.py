@@ -18,6 +18,7 @@ from .encoder import Embedding
 from .evidence import ClipEvidence, WindowMap
 from .plots import score_distribution_figure
 from .scoring import Calibration
+from .verdict import DIFFERENT, SAME, UNCERTAIN, Verdict, curve_for, odds
 
 MIN_RELIABLE_SPEECH = 2.0  # seconds of speech under which a score is flagged as unreliable
 MIN_SPEECH_SHARE = 0.3  # clips with less speech than this share are "mostly silence"
@@ -40,48 +41,77 @@ def score_words(score: float, shift: float, kind: str | None, cohort: Cohort | N
     )
 
 
-def calibrated_verdict(
-    calibration: Calibration | None,
-    score: float | None,
-    threshold: float,
-    condition: str | None = None,
-    cohort: Cohort | None = None,
-) -> tuple[str, go.Figure]:
-    """Decision and error rates for a score at a threshold, from the checkpoint's calibration alone.
+HEADINGS = {SAME: "## ✅ Same speaker", DIFFERENT: "## ❌ Different speakers", UNCERTAIN: "## ❔ Uncertain"}
 
-    With a ``condition`` the checkpoint was calibrated on (a checkpoint calibrated across
-    conditions), the rates and score distributions for clips like the user's come first: a
-    threshold that lets few strangers through on clean 16-kHz speech can let many through on a
-    phone line.
-    """
-    if score is None:
+
+def verdict_readout(
+    verdict: Verdict | None, calibration: Calibration | None, cohort: Cohort | None = None
+) -> tuple[str, go.Figure]:
+    """The decision first, then one sentence of why, what weakens it and what would help, then
+    the numbers: the score, the uncertain band, the rates for clips like these and over all, the
+    odds; and the score densities of the pair's kind of clip with the pair marked."""
+    if verdict is None:
+        threshold = calibration.threshold if calibration is not None else 0.0
         return "Give two clips and press **Verify**.", score_distribution_figure(calibration, 0.0, threshold)
-    same = score >= threshold
-    shift = calibration.shifts.get(condition, 0.0) if calibration is not None and condition else 0.0
-    words = score_words(score, shift, condition, cohort)
-    lines = [
-        f"## {'✅ Same speaker' if same else '❌ Different speakers'}",
-        f"{words[0].upper()}{words[1:]} against threshold **{threshold:.3f}**.",
-    ]
+    curve = curve_for(calibration, verdict.kind)
+    kind_words = DESCRIPTIONS.get(verdict.kind or "", "the calibration trials")
+    low, high = verdict.band
+    lines = [HEADINGS[verdict.decision], _why(verdict, curve, kind_words)]
+    if verdict.reasons:
+        lines.append("⚠️ What weakens the evidence: " + "; ".join(verdict.reasons) + ".")
+    if verdict.advice:
+        lines.append("💡 What would help: " + "; ".join(verdict.advice) + ".")
+    shift = calibration.shifts.get(verdict.kind or "", 0.0) if calibration is not None else 0.0
+    words = score_words(verdict.score, shift, verdict.kind, cohort)
+    numbers = f"{words[0].upper()}{words[1:]} against threshold **{verdict.threshold:.3f}**."
+    if high > low:
+        numbers += f" Scores from {low:.3f} to {high:.3f} are left uncertain for {kind_words}."
+    lines.append(numbers)
     if calibration is None:
         lines.append("This checkpoint has no calibration: the threshold's error rates are unknown.")
-        return "\n\n".join(lines), score_distribution_figure(calibration, score, threshold)
-    matched = calibration.conditions.get(condition) if condition else None
-    if matched is not None:
-        far, frr = matched.rates_at(threshold)
+        return "\n\n".join(lines), score_distribution_figure(None, verdict.score, verdict.threshold)
+    if verdict.kind in calibration.conditions:
         lines.append(
-            f"For {DESCRIPTIONS.get(condition, condition)}, like these two, about **{100 * far:.1f} %** of "
-            f"different-speaker pairs pass at this threshold (false accepts) and **{100 * frr:.1f} %** of "
+            f"For {kind_words}, like these two, about **{100 * verdict.far:.1f} %** of "
+            f"different-speaker pairs pass at this threshold (false accepts) and **{100 * verdict.frr:.1f} %** of "
             "same-speaker pairs are rejected (false rejects)."
         )
-    far, frr = calibration.rates_at(threshold)
+    far, frr = calibration.rates_at(verdict.threshold)
+    overall = "Over all" if verdict.kind in calibration.conditions else "On"
     lines.append(
-        f"{'Over all' if matched is not None else 'On'} {calibration.trials or 'the calibration trials'}: "
+        f"{overall} {calibration.trials or 'the calibration trials'}: "
         f"about **{100 * far:.1f} %** false accepts and **{100 * frr:.1f} %** false rejects. "
         f"The default {calibration.threshold:.3f} is {calibration.rule} "
         f"(EER {100 * calibration.eer:.2f} %)."
     )
-    return "\n\n".join(lines), score_distribution_figure(matched or calibration, score, threshold)
+    if verdict.llr is not None:
+        lines.append(f"A score like this is {odds(verdict.llr)} (log-likelihood ratio {verdict.llr:.1f}).")
+    title = f"Scores of held-out speakers' pairs: {kind_words}" if verdict.kind in calibration.conditions else None
+    figure = score_distribution_figure(curve, verdict.score, verdict.threshold, verdict.band, title)
+    return "\n\n".join(lines), figure
+
+
+def _why(verdict: Verdict, curve: Calibration | None, kind_words: str) -> str:
+    """One sentence: why this decision."""
+    low, high = verdict.band
+    if curve is None:
+        side = "reaches" if verdict.same else "falls below"
+        return f"The score {side} the threshold; how often that is wrong for such clips is unknown."
+    if verdict.decision == SAME:
+        far = curve.rates_at(high)[0]
+        return (
+            f"The score lies above {high:.3f}, which about {100 * far:.1f} % of different-speaker pairs of "
+            f"{kind_words} reach."
+        )
+    if verdict.decision == DIFFERENT:
+        frr = curve.rates_at(low)[1]
+        return (
+            f"The score lies below {low:.3f}, where about {100 * frr:.1f} % of same-speaker pairs of {kind_words} fall."
+        )
+    return (
+        f"The score lies between {low:.3f} and {high:.3f}, where same- and different-speaker pairs of "
+        f"{kind_words} overlap: neither answer would be safe."
+    )
 
 
 def clip_warnings(emb: Embedding) -> list[str]:

@@ -24,11 +24,11 @@ import plotly.graph_objects as go
 
 from .app_state import Models, SharedGallery, read_model_card
 from .audio import MAX_SECONDS, AudioError, load_audio
-from .conditions import clip_condition, gallery_scorer, kind_shift, pair_score
+from .conditions import clip_condition, kind_shift
 from .diarize import Diarization, diarize
 from .encoder import Embedding, SpeakerEncoder
 from .evidence import ClipEvidence, clip_evidence, cohesion, window_map
-from .gallery import Gallery, GalleryError
+from .gallery import Gallery, GalleryError, Ranking
 from .plots import (
     diarization_figure,
     embedding_map_figure,
@@ -37,14 +37,15 @@ from .plots import (
     window_map_figure,
 )
 from .readout import (
-    calibrated_verdict,
     clip_report,
     clip_warnings,
     cohesion_note,
     diarization_summary,
     quality_report,
     score_words,
+    verdict_readout,
 )
+from .verdict import Verdict, reconsider
 
 MAX_UPLOAD_MB = 120
 """The largest file the app takes: a 10-minute recording for Who spoke when, as 16-bit stereo WAV
@@ -124,19 +125,17 @@ class Demo:
     # ------------------------------------------------------------------ verify
     def verify(
         self, session: Session, a: Any, b: Any, threshold: float
-    ) -> tuple[go.Figure, go.Figure, str, go.Figure, str, float]:
-        """Are clips A and B the same speaker? Both are embedded in one batch. The score is the
-        checkpoint's (:meth:`~speakerdemo.encoder.SpeakerEncoder.score`: the cosine, normalised
-        against its cohort when it has one) less the calibration's shift for their kind of clip
-        (:func:`~speakerdemo.conditions.pair_condition`); kind and score are kept in the page's
-        state so that the threshold slider can redraw the verdict without the model."""
+    ) -> tuple[go.Figure, go.Figure, str, go.Figure, Verdict]:
+        """Are clips A and B the same speaker? Both are embedded in one batch and judged by
+        :meth:`SpeakerEncoder.verify` ("same", "different" or "uncertain", with why); the Verdict
+        is kept in the page's state so that the threshold slider can redraw it without the model."""
         encoder = self.encoder(session)
         ea, eb = self._embed(encoder, [a, b], ["Clip A", "Clip B"])
-        condition, score = pair_score(encoder, ea, eb)
-        text, dist = calibrated_verdict(encoder.calibration, score, threshold, condition, encoder.cohort)
+        verdict = encoder.verify(ea, eb, threshold)
+        text, dist = verdict_readout(verdict, encoder.calibration, encoder.cohort)
         warnings = [f"**Clip A:** {w}" for w in clip_warnings(ea)] + [f"**Clip B:** {w}" for w in clip_warnings(eb)]
         report = text + ("\n\n" + "\n\n".join(f"⚠️ {w}" for w in warnings) if warnings else "")
-        return spectrogram_figure(ea, "Clip A"), spectrogram_figure(eb, "Clip B"), report, dist, condition, score
+        return spectrogram_figure(ea, "Clip A"), spectrogram_figure(eb, "Clip B"), report, dist, verdict
 
     def evidence(self, session: Session, a: Any, b: Any, threshold: float) -> tuple[go.Figure, str]:
         """Why the score came out so (after the verdict, never changing it): which 1.5-s stretches
@@ -157,12 +156,11 @@ class Demo:
         rate = encoder.frontend.config.sample_rate
         return load_audio(_file_path(clip), rate, max_seconds=limit, min_speech_seconds=0.0)
 
-    def verdict(
-        self, session: Session, score: float | None, condition: str | None, threshold: float
-    ) -> tuple[str, go.Figure]:
-        """The verdict redrawn for a new threshold (slider changes): no model call."""
+    def verdict(self, session: Session, verdict: Verdict | None, threshold: float) -> tuple[str, go.Figure]:
+        """The verdict decided again for a new threshold (slider changes): no model call."""
         encoder = self.encoder(session)
-        return calibrated_verdict(encoder.calibration, score, threshold, condition, encoder.cohort)
+        again = reconsider(encoder.calibration, verdict, threshold) if verdict is not None else None
+        return verdict_readout(again, encoder.calibration, encoder.cohort)
 
     # ------------------------------------------------------------------ gallery
     def gallery_of(self, session: Session) -> Gallery:
@@ -252,12 +250,17 @@ class Demo:
         emb = self._embed(encoder, [clip], class_logits=True)[0]
         classes = [[name, round(p, 4)] for name, p in encoder.classify(emb, top_k=IDENTIFY_CLASSES)]
         kind = clip_condition(emb)
-        shift = kind_shift(encoder, kind)
-        ranking = gallery.rank(emb.vector, top_k=int(top_k), threshold=threshold, score=gallery_scorer(encoder, shift))
+        ranking = encoder.identify(emb, gallery, threshold, top_k=max(2, int(top_k)))
         best = ranking.matches[0]
-        words = score_words(best.score, shift, kind, encoder.cohort)
+        words = score_words(best.score, kind_shift(encoder, kind), kind, encoder.cohort)
         text = f"## {ranking.best}\n\nBest match **{best.name}** with {words} "
-        text += f"(threshold {threshold:.3f})."
+        text += f"(threshold {ranking.threshold:.3f}"
+        if ranking.threshold > threshold:
+            text += (
+                f": {threshold:.3f} raised for {len(gallery)} people enrolled, each a chance for a stranger to "
+                "pass, and for how close the enrolled people's own clips score to each other"
+            )
+        text += ")."
         if ranking.best == "unknown":
             text += " Below the threshold, so the speaker is reported as **unknown**."
         if ranking.margin is not None:
@@ -271,7 +274,7 @@ class Demo:
             text += "\n\n" + "\n\n".join(f"⚠️ {w}" for w in warnings)
         return (
             text,
-            ranking_figure(ranking),
+            ranking_figure(Ranking(ranking.matches[: int(top_k)], ranking.threshold)),
             classes,
             embedding_map_figure(gallery, emb.vector),
             spectrogram_figure(emb),
@@ -496,8 +499,7 @@ def _verify_tab(demo: Demo, controls: Controls) -> None:
                 label="Generated example clips (espeak-ng voices)",
             )
         verify_btn = gr.Button("Verify", variant="primary")
-        score = gr.State(None)
-        condition = gr.State(None)
+        judged = gr.State(None)
         verdict = gr.Markdown("Give two clips and press **Verify**.", elem_id="verdict")
         dist = gr.Plot(label="What the score means")
         with gr.Row():
@@ -510,7 +512,7 @@ def _verify_tab(demo: Demo, controls: Controls) -> None:
     verified = verify_btn.click(
         demo.verify,
         [controls.session, clip_a, clip_b, controls.threshold],
-        [spec_a, spec_b, verdict, dist, condition, score],
+        [spec_a, spec_b, verdict, dist, judged],
         api_name="verify",
     )
     verified.success(
@@ -518,7 +520,7 @@ def _verify_tab(demo: Demo, controls: Controls) -> None:
     )
     controls.threshold.change(
         demo.verdict,
-        [controls.session, score, condition, controls.threshold],
+        [controls.session, judged, controls.threshold],
         [verdict, dist],
         api_name=False,
         show_progress="hidden",

@@ -23,6 +23,7 @@ from speakerdemo.conditions import clip_condition
 from speakerdemo.diarize import read_rttm
 from speakerdemo.encoder import SpeakerEncoder
 from speakerdemo.gallery import Gallery
+from speakerdemo.verdict import open_set_threshold
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -121,8 +122,12 @@ def test_verify_gives_the_apps_decision_score_and_rates(model, encoder, demo, sp
     result = speakerdemo("verify", same_a, same_b, "--json", *model)
     assert result.returncode == 0, result.stderr
     answer = json.loads(result.stdout)
-    *_, condition, score = app.verify(session, same_a, same_b, encoder.threshold)
-    assert answer["decision"] == "same" and answer["same_speaker"] is True
+    *_, verdict = app.verify(session, same_a, same_b, encoder.threshold)
+    condition, score = verdict.kind, verdict.score
+    assert answer["decision"] == verdict.decision == "same" and answer["same_speaker"] is True
+    assert answer["uncertain_between"] == pytest.approx(list(verdict.band)) and answer["reasons"] == list(
+        verdict.reasons
+    )
     assert answer["threshold"] == encoder.threshold
     assert answer["score"] == pytest.approx(score, abs=1e-5) and answer["score"] >= answer["threshold"]
     assert answer["condition"] == condition
@@ -137,9 +142,12 @@ def test_verify_gives_the_apps_decision_score_and_rates(model, encoder, demo, sp
     other = speech_clips[spk[1]][0]
     result = speakerdemo("verify", same_a, other, *model)
     assert result.returncode == 0, result.stderr  # "different" is an answer, not a failure
-    *_, score = app.verify(session, same_a, other, encoder.threshold)
+    *_, verdict = app.verify(session, same_a, other, encoder.threshold)
     first = result.stdout.splitlines()[0]
-    assert first == f"different speakers: score {score:.3f} < threshold {encoder.threshold:.3f}"
+    low, high = verdict.band
+    band = f", uncertain from {low:.3f} to {high:.3f}" if high > low else ""
+    assert verdict.decision == "different"
+    assert first == f"different speakers: score {verdict.score:.3f}, threshold {encoder.threshold:.3f}{band}"
     if encoder.calibration is not None:
         assert "false accepts" in result.stdout and "false rejects" in result.stdout
 
@@ -160,7 +168,11 @@ def test_enroll_then_identify(tmp_path, model, encoder, speech_clips, spk):
     result = speakerdemo("identify", query, "--gallery", gallery, "--json", *model)
     assert result.returncode == 0, result.stderr
     answer = json.loads(result.stdout)
-    assert answer["decision"] == spk[0] and answer["threshold"] == encoder.threshold
+    # The threshold is raised for the gallery's size and its people's own clips (speakerdemo.verdict).
+    assert answer["decision"] == spk[0] and answer["threshold"] == pytest.approx(
+        open_set_threshold(encoder, Gallery.load(gallery), kind=clip_condition(encoder.embed(query)))
+    )
+    assert answer["threshold"] >= encoder.threshold
     assert [m["name"] for m in answer["ranking"]] == [spk[0], spk[1]]
     assert answer["condition"] == clip_condition(encoder.embed(query))
     enrolled_best = answer["ranking"][0]["score"]

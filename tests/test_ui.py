@@ -26,9 +26,10 @@ from speakerdemo.conditions import DESCRIPTIONS, DETECTED, PHONE, WIDEBAND, clip
 from speakerdemo.encoder import SPEECH_COLLAR_SECONDS
 from speakerdemo.gallery import Gallery
 from speakerdemo.plots import MAX_PLOT_FRAMES, NONTARGET_COLOUR, SPEECH_FILL, TARGET_COLOUR
-from speakerdemo.readout import calibrated_verdict
+from speakerdemo.readout import verdict_readout
 from speakerdemo.scoring import Calibration, cosine
 from speakerdemo.ui import Demo, Session, build_demo, threshold_range
+from speakerdemo.verdict import judge
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SR = SAMPLE_RATE
@@ -98,9 +99,9 @@ def duration(path: Path) -> float:
 def test_same_speaker_scores_higher_than_different_speakers(demo, session, speech_clips):
     """Several pairs each way, compared by their means (single pairs can be flaky)."""
     clips = {s: c[:3] for s, c in speech_clips.items()}
-    same = [demo.verify(session, a, b, 0.5)[-1] for c in clips.values() for a, b in itertools.combinations(c, 2)]
+    same = [demo.verify(session, a, b, 0.5)[-1].score for c in clips.values() for a, b in itertools.combinations(c, 2)]
     different = [
-        demo.verify(session, clips[s][i], clips[t][i], 0.5)[-1]
+        demo.verify(session, clips[s][i], clips[t][i], 0.5)[-1].score
         for s, t in itertools.combinations(clips, 2)
         for i in range(3)
     ]
@@ -113,8 +114,8 @@ def test_same_speaker_scores_higher_than_different_speakers(demo, session, speec
     assert np.mean(same) > np.mean(different) + 0.05
     # The two speakers of different gender are the clearest case: same pairs beat every cross pair on average.
     s1, s2 = list(clips)[:2]
-    clear_same = [demo.verify(session, clips[s][0], clips[s][1], 0.5)[-1] for s in (s1, s2)]
-    clear_diff = [demo.verify(session, clips[s1][i], clips[s2][j], 0.5)[-1] for i in (0, 1) for j in (0, 1)]
+    clear_same = [demo.verify(session, clips[s][0], clips[s][1], 0.5)[-1].score for s in (s1, s2)]
+    clear_diff = [demo.verify(session, clips[s1][i], clips[s2][j], 0.5)[-1].score for i in (0, 1) for j in (0, 1)]
     assert np.mean(clear_same) > max(clear_diff)
 
 
@@ -124,7 +125,8 @@ def test_verdict_states_score_threshold_and_calibrated_error_rates(
     a, b = speech_clips[spk[0]][:2]
     threshold = demo.switch_model(session, session.model)[1].value  # the slider's default
     assert threshold == calibration.threshold
-    *_, text, _, kind, score = demo.verify(session, a, b, threshold)
+    *_, text, _, verdict = demo.verify(session, a, b, threshold)
+    kind, score = verdict.kind, verdict.score
     ea, eb = demo.embed(session, [a, b])
     assert kind in DETECTED
     assert score == pytest.approx(encoder.score(ea, eb) - calibration.shifts.get(kind, 0.0), abs=1e-6)
@@ -138,8 +140,12 @@ def test_verdict_states_score_threshold_and_calibrated_error_rates(
         assert DESCRIPTIONS[kind] in text
         assert f"**{100 * far:.1f} %** of different-speaker pairs pass" in text
         assert f"**{100 * frr:.1f} %** of same-speaker pairs are rejected" in text
-    assert ("Same speaker" in text) == (score >= threshold)
-    assert ("Different speakers" in text) == (score < threshold)
+    # The decision: "same" above the uncertain band, "different" below it (speakerdemo.verdict).
+    low, high = verdict.band
+    assert low <= threshold <= high
+    assert ("Same speaker" in text) == (score >= high) == (verdict.decision == "same")
+    assert ("Different speakers" in text) == (score < low) == (verdict.decision == "different")
+    assert ("Uncertain" in text) == (verdict.decision == "uncertain")
 
 
 def test_threshold_slider_spans_the_checkpoints_scores(demo, session, encoder):
@@ -169,21 +175,22 @@ def test_verdict_reads_the_rates_of_the_pairs_kind_of_clip():
     )
     shift = cal.shifts[PHONE]
     assert 0.2 < shift < 0.4
-    text, _ = calibrated_verdict(cal, 0.9 - shift, cal.threshold, PHONE)
+    text, _ = verdict_readout(judge(cal, 0.9 - shift, PHONE, cal.threshold), cal)
     assert (
         f"Score **{0.9 - shift:.3f}** (the cosine similarity 0.900 less {shift:.3f} for {DESCRIPTIONS[PHONE]})" in text
     )
     far, frr = cal.conditions["8 kHz"].rates_at(cal.threshold)
     assert f"For {DESCRIPTIONS[PHONE]}, like these two, about **{100 * far:.1f} %**" in text
     assert "Over all two synthetic" in text and "Same speaker" in text
-    plain, _ = calibrated_verdict(cal, 0.1, cal.threshold, WIDEBAND)  # no shift: the cosine itself
+    plain, _ = verdict_readout(judge(cal, 0.1, WIDEBAND, cal.threshold), cal)  # no shift: the cosine itself
     assert "Cosine similarity **0.100**" in plain and "Different speakers" in plain
 
 
 def test_verdict_moves_with_the_threshold_without_calling_the_model(
     demo, session, encoder, calibration, speech_clips, spk, monkeypatch
 ):
-    *_, kind, score = demo.verify(session, speech_clips[spk[0]][0], speech_clips[spk[1]][0], 0.0)
+    *_, verdict = demo.verify(session, speech_clips[spk[0]][0], speech_clips[spk[1]][0], 0.0)
+    score = verdict.score
 
     def no_model_calls(*args, **kwargs):
         raise AssertionError("the model was called")
@@ -192,9 +199,10 @@ def test_verdict_moves_with_the_threshold_without_calling_the_model(
     with pytest.raises(AssertionError, match="the model was called"):  # the patch is effective
         demo.verify(session, speech_clips[spk[0]][0], speech_clips[spk[1]][0], 0.0)
 
-    low, high = score - 0.1, score + 0.1
-    accept, dist_low = demo.verdict(session, score, kind, low)
-    reject, dist_high = demo.verdict(session, score, kind, high)
+    # Far enough either side that the score leaves the uncertain band around each threshold.
+    low, high = score - 20, score + 20
+    accept, dist_low = demo.verdict(session, verdict, low)
+    reject, dist_high = demo.verdict(session, verdict, high)
     assert "Same speaker" in accept and "Different speakers" not in accept
     assert "Different speakers" in reject and "Same speaker" not in reject
     for text, t in ((accept, low), (reject, high)):
@@ -204,7 +212,7 @@ def test_verdict_moves_with_the_threshold_without_calling_the_model(
     for dist, t in ((dist_low, low), (dist_high, high)):
         lines = [s.x0 for s in dist.layout.shapes if s.type == "line"]
         assert lines == pytest.approx([t, score])
-    prompt, _ = demo.verdict(session, None, None, 0.3)  # before any Verify: a prompt, no decision
+    prompt, _ = demo.verdict(session, None, 0.3)  # before any Verify: a prompt, no decision
     assert "press **Verify**" in prompt and "speaker" not in prompt.lower()
 
 
@@ -223,7 +231,7 @@ def test_a_request_fetches_its_encoder_once(models, model, speech_clips, spk, mo
 
 def test_verdict_of_an_uncalibrated_checkpoint_says_so(demo, session, encoder, monkeypatch):
     monkeypatch.setattr(encoder, "calibration", None)
-    text, dist = demo.verdict(session, 0.42, WIDEBAND, 0.5)
+    text, dist = demo.verdict(session, judge(None, 0.42, WIDEBAND, 0.5), 0.5)
     assert "Different speakers" in text and "**0.420**" in text
     assert "no calibration" in text
     assert not [t for t in dist.data if t.type == "bar"]
@@ -275,7 +283,8 @@ def test_long_clips_are_decimated_for_the_browser(demo, session, speech_clips, s
 
 def test_distribution_figure_has_both_histograms_and_the_score(demo, session, calibration, speech_clips, spk):
     a, b = speech_clips[spk[0]][:2]
-    *_, dist, kind, score = demo.verify(session, a, b, calibration.threshold)
+    *_, dist, verdict = demo.verify(session, a, b, calibration.threshold)
+    kind, score = verdict.kind, verdict.score
     shown = calibration.conditions.get(kind, calibration)  # the pair's own kind of clip, when calibrated
     bars = {t.name: t for t in dist.data if t.type == "bar"}
     assert set(bars) == {"same speaker", "different speakers"}
