@@ -37,6 +37,7 @@ from .onnx_runtime import OnnxNetwork
 from .scoring import Calibration, pair_cosines, snorm
 
 if TYPE_CHECKING:
+    from .adapt import Adaptation
     from .verdict import Verdict
 
 DEFAULT_THRESHOLD = 0.5
@@ -170,6 +171,7 @@ class SpeakerEncoder(
         self.onnx_files: dict[str, bytes] = {}  # every exported file config.json names, to save again
         self.cohort_config = dict(cohort) if cohort else None  # config.json's entry, until from_pretrained reads it
         self.cohort: Cohort | None = None  # the score cohort, when the checkpoint has one
+        self.adaptation: Adaptation | None = None  # what adapt() measured, on an adapted copy
 
     # ----------------------------------------------------------------- checkpoints
     def save_pretrained(self, save_directory: str | Path, **kwargs: Any) -> str | None:
@@ -311,6 +313,12 @@ class SpeakerEncoder(
         if isinstance(item, np.ndarray) and item.shape == (self.model.embed_dim,):
             return item.astype(np.float64)
         return self.embed(item)
+
+    def adapt(self, clips_by_person: dict[str, Sequence[Any]], target_far: float = 0.05) -> SpeakerEncoder:
+        """A copy calibrated on clips of the user's own people (speakerdemo.adapt); this one is unchanged."""
+        from .adapt import adapt
+
+        return adapt(self, clips_by_person, target_far)
 
     def pair_scores(self, vectors: np.ndarray, first: Sequence[int], second: Sequence[int]) -> np.ndarray:
         """Scores of the pairs ``(vectors[first[i]], vectors[second[i]])``: their cosine, normalised
