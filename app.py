@@ -1,4 +1,4 @@
-"""speakerdemo web app: ``python app.py [--model PATH_OR_REPO] [--port N] [--share] [--gallery FILE]``.
+"""speakerdemo web app: ``python app.py [--model M] [--port N] [--share] [--gallery FILE] [--calibration FILE]``.
 
 Parses arguments, loads the shared state (``speakerdemo.app_state``), builds the UI from
 ``speakerdemo.ui`` and launches it. Nothing else, but for one process setting
@@ -15,6 +15,7 @@ from pathlib import Path
 
 import gradio as gr
 
+from speakerdemo.adapt import AdaptationError, from_bytes
 from speakerdemo.app_state import Models, SharedGallery, available_checkpoints
 from speakerdemo.checkpoint import CHECKPOINTS_DIR
 from speakerdemo.cli import add_model_options
@@ -42,12 +43,27 @@ def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> None:
         pass
 
 
+def read_calibration(path: Path, models: Models) -> bytes:
+    """The operator's calibration file, checked against the default model (exit with the reason if not)."""
+    try:
+        data = path.read_bytes()
+        from_bytes(models.get(models.default), data)
+    except (OSError, AdaptationError) as err:
+        sys.exit(f"--calibration {path}: {err}")
+    return data
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", 7860)))
     parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
     parser.add_argument("--share", action="store_true", help="create a public gradio.live link")
     parser.add_argument("--gallery", type=Path, help="persistent gallery file shared by all sessions")
+    parser.add_argument(
+        "--calibration",
+        type=Path,
+        help="a calibration file (the Calibrate tab's download) that every session uses unless it makes its own",
+    )
     add_model_options(parser)  # --model, --device, --backend, --max-seconds: as the command line takes them
     return parser.parse_args()
 
@@ -59,11 +75,10 @@ def main() -> None:
     by_folder = {str(Path(path).resolve()): name for name, path in checkpoints.items()}
     # A folder of checkpoints/ given as a path is that checkpoint, not a second dropdown entry.
     model = args.model if args.model in checkpoints else by_folder.get(str(Path(args.model).resolve()), args.model)
-    demo = Demo(
-        Models(model, checkpoints, args.device, args.backend),
-        SharedGallery(args.gallery) if args.gallery else None,
-        args.max_seconds,
-    )
+    models = Models(model, checkpoints, args.device, args.backend)
+    demo = Demo(models, SharedGallery(args.gallery) if args.gallery else None, args.max_seconds)
+    if args.calibration is not None:
+        demo.calibration = read_calibration(args.calibration, models)
     blocks = build_demo(demo)
     blocks.queue(default_concurrency_limit=QUEUE_CONCURRENCY, max_size=64)
     blocks.launch(

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import numpy as np
 import plotly.graph_objects as go
+from plotly.subplots import make_subplots
 
+from .adapt import Adaptation
 from .diarize import Diarization
 from .encoder import Embedding
 from .evidence import WindowMap
 from .gallery import Gallery, Ranking
+from .metrics import det_curve
 from .scoring import Calibration
 
 SPEECH_FILL = "rgba(46, 160, 67, 0.18)"
@@ -319,3 +322,44 @@ def diarization_figure(wav: np.ndarray, sample_rate: int, result: Diarization) -
             "margin": {"l": 90, "r": 10, "t": 40, "b": 50},
         },
     )
+
+
+def adaptation_figure(report: Adaptation) -> go.Figure:
+    """Left: the people's same- and different-person pair scores, the chosen threshold marked.
+    Right: the DET curve of those pairs (false rejects against false accepts), the EER marked."""
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("Your pairs' scores", "Error trade-off (DET)"))
+    for scores, name, colour in (
+        (report.other_scores, "different people", NONTARGET_COLOUR),
+        (report.same_scores, "same person", TARGET_COLOUR),
+    ):
+        fig.add_trace(
+            go.Histogram(x=scores, name=name, marker_color=colour, opacity=0.55, histnorm="probability density"), 1, 1
+        )
+    fig.add_vline(x=report.threshold, line={"color": "#555", "dash": "dash"}, annotation_text="threshold", row=1, col=1)
+    scores = np.r_[report.same_scores, report.other_scores]
+    labels = np.r_[np.ones(len(report.same_scores)), np.zeros(len(report.other_scores))]
+    _, far, frr = det_curve(scores, labels)
+    fig.add_trace(go.Scatter(x=100 * far, y=100 * frr, mode="lines", name="DET", line={"color": "#1565c0"}), 1, 2)
+    fig.add_trace(
+        go.Scatter(
+            x=[100 * report.eer],
+            y=[100 * report.eer],
+            mode="markers+text",
+            name="EER",
+            text=[f"EER {100 * report.eer:.1f} %"],
+            textposition="top right",
+            marker={"size": 10, "color": "black"},
+        ),
+        1,
+        2,
+    )
+    fig.update_xaxes(title_text=SCORE_AXIS.split(":")[0], row=1, col=1)
+    fig.update_xaxes(title_text="false accepts (%)", row=1, col=2)
+    fig.update_yaxes(title_text="false rejects (%)", row=1, col=2)
+    fig.update_layout(
+        barmode="overlay",
+        height=340,
+        margin={"l": 50, "r": 10, "t": 40, "b": 40},
+        legend={"orientation": "h", "y": -0.25},
+    )
+    return fig

@@ -11,6 +11,7 @@ import math
 
 import plotly.graph_objects as go
 
+from .adapt import Adaptation
 from .cohort import Cohort
 from .conditions import DESCRIPTIONS
 from .diarize import Diarization
@@ -198,3 +199,21 @@ def diarization_summary(result: Diarization) -> str:
         found += f"; enrolled: {', '.join(f'**{n}**' for n in named)}"
     shares = ", ".join(f"{label} {seconds:.1f} s ({100 * seconds / total:.0f} %)" for label, seconds in talk.items())
     return f"{found}.\n\nTalk time: {shares}."
+
+
+def adaptation_summary(report: Adaptation, base_threshold: float) -> str:
+    """What calibrating on the user's people measured and what it changes, in words."""
+    far_low, far_high = report.far_interval
+    same_pairs, other_pairs = len(report.same_scores), len(report.other_scores)
+    frr = float((report.same_scores < report.threshold).mean())
+    lines = [
+        f"**Calibrated on your {report.people} people** ({report.clips} clips: {same_pairs} same-person and "
+        f"{other_pairs} different-person pairs). Verify, Identify and Who spoke when now use it in this browser "
+        "session; download it to use it again.",
+        f"Threshold **{report.threshold:.3f}** (the model's own: {base_threshold:.3f}): at it, about "
+        f"{100 * report.target_far:g} % of your different-person pairs pass (with other people of your setting, "
+        f"somewhere between {100 * far_low:.0f} and {100 * far_high:.0f} %: a bootstrap over your people) and "
+        f"{100 * frr:.0f} % of your same-person pairs are rejected. EER on your pairs: {100 * report.eer:.1f} %.",
+    ]
+    lines += [f"⚠️ {w}" for w in report.warnings]
+    return "\n\n".join(lines)

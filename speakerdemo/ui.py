@@ -11,10 +11,11 @@ The layout is built tab by tab (see the layout section): a tab is a Demo method 
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,10 @@ import gradio as gr
 import numpy as np
 import plotly.graph_objects as go
 
+from .adapt import MAX_FILE_BYTES as MAX_CALIBRATION_BYTES
+from .adapt import AdaptationError, from_bytes, to_bytes
 from .app_state import Models, SharedGallery, read_model_card
+from .archive import ArchiveError, people_from_zip
 from .audio import MAX_SECONDS, AudioError, load_audio
 from .conditions import clip_condition, kind_shift
 from .diarize import Diarization, diarize
@@ -30,6 +34,7 @@ from .encoder import Embedding, SpeakerEncoder
 from .evidence import ClipEvidence, clip_evidence, cohesion, window_map
 from .gallery import Gallery, GalleryError, Ranking
 from .plots import (
+    adaptation_figure,
     diarization_figure,
     embedding_map_figure,
     ranking_figure,
@@ -37,6 +42,7 @@ from .plots import (
     window_map_figure,
 )
 from .readout import (
+    adaptation_summary,
     clip_report,
     clip_warnings,
     cohesion_note,
@@ -51,6 +57,7 @@ MAX_UPLOAD_MB = 120
 """The largest file the app takes: a 10-minute recording for Who spoke when, as 16-bit stereo WAV
 at 48 kHz, is 115 MB. The clip tabs' own limits are the encoder's (MAX_SECONDS, 50 MB encoded),
 checked before decoding."""
+MAX_CALIBRATIONS = 64  # sessions' calibrated encoders kept (each shares the model; only its cohort is its own)
 MAX_RECORDING_SECONDS = 600.0  # Who spoke when: longer recordings go to the command line
 FOUND_CLIPS = 3  # Who spoke when: a found speaker is enrolled from their longest turns, this many
 FOUND_CLIP_SECONDS = 20.0  # ... each cut to this length
@@ -70,10 +77,12 @@ except ImportError:
 
 @dataclass
 class Session:
-    """What one browser session holds: its model choice and gallery (unless the gallery is shared)."""
+    """What one browser session holds: its model choice, gallery (unless the gallery is shared) and
+    its own calibration (a calibration file's bytes, :mod:`speakerdemo.adapt`), if it made one."""
 
     model: str = ""
     gallery: Gallery = field(default_factory=Gallery)
+    calibration: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -91,10 +100,26 @@ class Demo:
     models: Models
     shared: SharedGallery | None = None
     max_seconds: float = MAX_SECONDS
+    calibration: bytes | None = None  # the operator's (app.py --calibration): for sessions without their own
+    _adapted: dict[tuple[str, str], SpeakerEncoder] = field(default_factory=dict, repr=False)
 
     def encoder(self, session: Session) -> SpeakerEncoder:
-        """The session's encoder. Each handler calls this once and passes the encoder along."""
-        return self.models.get(session.model)
+        """The session's encoder: the model, calibrated on the session's own people or else on the
+        operator's (when made with this model). Each handler calls this once and passes it along."""
+        base = self.models.get(session.model)
+        data = session.calibration or self.calibration
+        if data is None:
+            return base
+        key = (session.model, hashlib.sha256(data).hexdigest())
+        if key not in self._adapted:
+            try:
+                adapted = from_bytes(base, data)
+            except AdaptationError:  # the operator's file, made with another of the models
+                return base
+            if len(self._adapted) >= MAX_CALIBRATIONS:
+                self._adapted.pop(next(iter(self._adapted)))
+            self._adapted[key] = adapted
+        return self._adapted[key]
 
     # ------------------------------------------------------------------ embeddings
     def embed(self, session: Session, clips: Sequence[Any], names: Sequence[str] | None = None) -> list[Embedding]:
@@ -177,7 +202,7 @@ class Demo:
             return session
         gallery = session.gallery.copy()
         change(gallery)
-        return Session(session.model, gallery)
+        return replace(session, gallery=gallery)
 
     def enroll(
         self, session: Session, name: str, mic: Any, files: Sequence[Any] | None, keep_outliers: bool = False
@@ -351,6 +376,60 @@ class Demo:
         what = f"{label}'s {len(turns)} longest turn(s) ({seconds:.1f} s; find who spoke when again to see the name)"
         return self._enroll(session, encoder, name.strip(), embs, keep_outliers, what)
 
+    # ------------------------------------------------------------------ calibrate
+    def calibrate(
+        self, session: Session, archive: Any, use_gallery: bool, target_far_percent: float | None
+    ) -> tuple[Session, str, go.Figure, str, gr.Slider]:
+        """Calibrate on the user's people: a zip with a folder per person, or the people enrolled
+        in the gallery. The result applies to this session's Verify, Identify and Who spoke when."""
+        if target_far_percent is None or not 0 < target_far_percent < 100:
+            raise gr.Error(f"The target must be a percentage between 0 and 100, got {target_far_percent}.")
+        base = self.models.get(session.model)
+        if use_gallery:
+            gallery = self.gallery_of(session)
+            people: dict[str, list[Any]] = {name: list(gallery.clips(name)) for name in gallery.names()}
+        elif archive is None:
+            raise gr.Error("Upload a zip with one folder of clips per person, or tick 'use the enrolled people'.")
+        else:
+            try:
+                people = people_from_zip(str(_file_path(archive)))
+            except ArchiveError as err:
+                raise gr.Error(str(err)) from None
+        try:
+            adapted = _adapt(base, people, target_far_percent / 100)
+        except AdaptationError as err:
+            raise gr.Error(str(err)) from None
+        data = to_bytes(adapted)
+        path = Path(tempfile.mkdtemp(prefix="speakerdemo-")) / "calibration.safetensors"
+        path.write_bytes(data)
+        slider = gr.Slider(*threshold_range(adapted), value=round(adapted.threshold, 3))
+        report = adaptation_summary(adapted.adaptation, base.threshold)
+        return replace(session, calibration=data), report, adaptation_figure(adapted.adaptation), str(path), slider
+
+    def load_calibration(self, session: Session, file: Any) -> tuple[Session, str, go.Figure, gr.Slider]:
+        """Use a calibration file saved from this app (size-limited, validated, this model's only)."""
+        if file is None:
+            raise gr.Error("Choose a calibration file (.safetensors) to upload.")
+        path = Path(str(_file_path(file)))
+        if path.stat().st_size > MAX_CALIBRATION_BYTES:
+            raise gr.Error(f"A calibration file is at most {MAX_CALIBRATION_BYTES // 2**20} MB.")
+        data = path.read_bytes()
+        try:
+            adapted = from_bytes(self.models.get(session.model), data)
+        except AdaptationError as err:
+            raise gr.Error(f"Cannot use that calibration: {err}") from None
+        report = adaptation_summary(adapted.adaptation, self.models.get(session.model).threshold)
+        slider = gr.Slider(*threshold_range(adapted), value=round(adapted.threshold, 3))
+        return replace(session, calibration=data), report, adaptation_figure(adapted.adaptation), slider
+
+    def reset_calibration(self, session: Session) -> tuple[Session, str, go.Figure, gr.Slider]:
+        """Back to the checkpoint's own calibration (or the operator's) for this session."""
+        fresh = replace(session, calibration=None)
+        encoder = self.encoder(fresh)
+        slider = gr.Slider(*threshold_range(encoder), value=round(encoder.threshold, 3))
+        text = "Using the model's own calibration." if encoder.adaptation is None else "Using the app's calibration."
+        return fresh, text, go.Figure(), slider
+
     def export(self, session: Session) -> str:
         """The gallery as a safetensors file to download (a fresh temporary folder per request)."""
         gallery = self.gallery_of(session)
@@ -417,6 +496,11 @@ def _diarize(encoder: SpeakerEncoder, wav: np.ndarray, gallery: Gallery | None, 
     return diarize(encoder, (encoder.frontend.config.sample_rate, wav), gallery=gallery, speakers=speakers)
 
 
+@gpu
+def _adapt(encoder: SpeakerEncoder, people: dict[str, list[Any]], target_far: float) -> SpeakerEncoder:
+    return encoder.adapt(people, target_far)
+
+
 def _rttm_id(stem: str) -> str:
     """An RTTM file id from a file name: no whitespace (RTTM separates its fields by it)."""
     return "_".join(stem.split()) or "recording"
@@ -459,8 +543,8 @@ def _audio(label: str) -> gr.Audio:
 def _header(demo: Demo) -> Controls:
     """Title, then the model dropdown and threshold slider that every tab's handlers read."""
     default = demo.models.default
-    encoder = demo.models.get(default)
     session = gr.State(Session(default))
+    encoder = demo.encoder(Session(default))
     gr.Markdown(
         "# 🎙️ speakerdemo\nRecord with your microphone or upload clips (up to "
         f"{demo.max_seconds:.0f} s each). See what the model hears, check whether two clips are the same "
@@ -480,7 +564,9 @@ def _header(demo: Demo) -> Controls:
             value=round(encoder.threshold, 3),
             step=0.001,
             scale=4,
-            label="Decision threshold (default: the checkpoint's calibrated EER threshold)",
+            label="Decision threshold (default: "
+            + (encoder.calibration.rule if encoder.calibration is not None else "a neutral cosine")
+            + ")",
         )
     return Controls(session, model, threshold)
 
@@ -641,6 +727,49 @@ def _diarize_tab(demo: Demo, controls: Controls, table: gr.Dataframe, emb_map: g
     )
 
 
+def _calibrate_tab(demo: Demo, controls: Controls) -> None:
+    """Calibrate on the user's own people; the threshold slider follows."""
+    with gr.Tab("Calibrate"):
+        gr.Markdown(
+            "No default threshold knows your microphones, rooms and language. Give clips of **several "
+            "different people** recorded the way you record (2 clips each at least; 10 people or more make "
+            "the result far more certain): the app adds them to the model's cohort and sets the threshold so "
+            "that your chosen share of different-person pairs passes. Only this browser session uses it."
+        )
+        with gr.Row():
+            with gr.Column():
+                archive = gr.File(
+                    label="A zip with one folder of clips per person", file_types=[".zip"], type="filepath"
+                )
+                use_gallery = gr.Checkbox(False, label="…or use the people enrolled in the gallery")
+                target = gr.Number(5.0, minimum=0.1, maximum=50, label="Different-person pairs allowed through (%)")
+                run_btn = gr.Button("Calibrate", variant="primary")
+            with gr.Column():
+                saved = gr.File(label="Your calibration (download to use it again)", interactive=False)
+                upload = gr.File(
+                    label="Upload a calibration (.safetensors)", file_types=[".safetensors"], type="filepath"
+                )
+                reset_btn = gr.Button("Back to the model's calibration")
+        summary = gr.Markdown(elem_id="calibrate-summary")
+        figure = gr.Plot(label="Your people's scores")
+    session = controls.session
+    run_btn.click(
+        demo.calibrate,
+        [session, archive, use_gallery, target],
+        [session, summary, figure, saved, controls.threshold],
+        api_name="calibrate",
+    )
+    upload.upload(
+        demo.load_calibration,
+        [session, upload],
+        [session, summary, figure, controls.threshold],
+        api_name="load_calibration",
+    )
+    reset_btn.click(
+        demo.reset_calibration, [session], [session, summary, figure, controls.threshold], api_name="reset_calibration"
+    )
+
+
 def _inspect_tab(demo: Demo, controls: Controls) -> None:
     """What the model hears in one clip."""
     with gr.Tab("Inspect"):
@@ -668,6 +797,7 @@ def build_demo(demo: Demo) -> gr.Blocks:
         table = _enroll_tab(demo, controls, emb_map)
         _identify_tab(demo, controls, emb_map)
         _diarize_tab(demo, controls, table, emb_map)
+        _calibrate_tab(demo, controls)
         _inspect_tab(demo, controls)
         card = _model_tab(demo)
         session = controls.session

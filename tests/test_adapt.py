@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from speakerdemo.adapt import AdaptationError
+from speakerdemo.adapt import AdaptationError, from_bytes, to_bytes
 from speakerdemo.encoder import SpeakerEncoder
 from speakerdemo.metrics import threshold_at_far
 
@@ -75,7 +75,35 @@ def test_refuses_too_few_people_or_clips(encoder, people):
 
 
 def test_refuses_one_person_under_two_names(encoder, speech_clips):
-    speaker = next(iter(speech_clips))
-    clips = speech_clips[speaker]
-    with pytest.raises(AdaptationError, match="sound like one speaker"):
-        encoder.adapt({"Ann": clips[:2], "Anna": clips[2:]})
+    """A clip filed under both names: the two "people" score with each other as one person does."""
+    first, second, third = speech_clips.values()
+    with pytest.raises(AdaptationError, match="'Ann' and 'Anna' sound like one speaker"):
+        encoder.adapt({"Ann": first[:2], "Anna": first[1:3], "Bo": second[:2], "Cy": third[:2]})
+
+
+def test_the_calibration_file_round_trip_and_refusals(encoder, adapted, tmp_path, tiny_checkpoint):
+    data = to_bytes(adapted)
+    assert len(data) < 64 * 1024  # six 192-d clips and the metadata: a small file
+    again = from_bytes(encoder, data)
+    assert again.threshold == pytest.approx(adapted.threshold, abs=1e-6) and again.adaptation.people == 3
+    assert len(again.cohort.vectors) == len(adapted.cohort.vectors)
+    other = SpeakerEncoder.from_pretrained(tiny_checkpoint(32), device="cpu")
+    with pytest.raises(AdaptationError, match="made with another model"):
+        from_bytes(other, data)
+    for bad in (b"", b"not a calibration", data[: len(data) // 2]):
+        with pytest.raises(AdaptationError, match="Not a speakerdemo calibration file"):
+            from_bytes(encoder, bad)
+    with pytest.raises(AdaptationError, match="nothing to save"):
+        to_bytes(encoder)
+
+
+def test_a_gallery_is_a_calibration_set(encoder, people):
+    """Enrolled clips (unit vectors) are taken as they are: the same result as from the audio."""
+    from speakerdemo.gallery import Gallery
+
+    gallery = Gallery()
+    for name, clips in people.items():
+        gallery.enroll(name, [encoder.embed(c).vector for c in clips])
+    from_gallery = encoder.adapt({name: list(gallery.clips(name)) for name in gallery.names()})
+    from_audio = encoder.adapt(people)
+    assert from_gallery.threshold == pytest.approx(from_audio.threshold, abs=1e-3)

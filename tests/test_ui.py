@@ -709,3 +709,65 @@ def test_who_spoke_when_refuses_bad_input(demo, session, spk, speech_clips, conv
         demo.enroll_found(session, found, "Speaker 9", "Ann")
     with pytest.raises(gr.Error, match="Give the speaker a name"):
         demo.enroll_found(session, found, "Speaker 1", "  ")
+
+
+# ---------------------------------------------------------------------- calibrate on your own people
+def people_zip(speech_clips, path: Path, clips: int = 2) -> Path:
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as archive:
+        for speaker, files in speech_clips.items():
+            for i, f in enumerate(files[:clips]):
+                archive.write(f, f"{speaker}/{i}{f.suffix}")
+    return path
+
+
+def test_calibrate_from_a_zip_applies_to_the_session_only(demo, model, encoder, speech_clips, spk, tmp_path):
+    start = Session(model)
+    session, text, figure, saved, slider = demo.calibrate(start, people_zip(speech_clips, tmp_path / "p.zip"), False, 5)
+    assert text.startswith("**Calibrated on your 3 people** (6 clips: 3 same-person and 12 different-person pairs)")
+    assert "Only 3 people" in text and session.calibration == Path(saved).read_bytes()
+    mine = demo.encoder(session)
+    assert mine.adaptation.people == 3 and slider.value == round(mine.threshold, 3)
+    assert demo.encoder(start) is encoder  # other sessions keep the model's own calibration
+    assert {t.name for t in figure.data} >= {"same person", "different people", "DET"}
+    # The session's Verify judges with it; a saved file gives the same in a fresh session.
+    a, b = speech_clips[spk[0]][3], speech_clips[spk[1]][3]
+    verdict = demo.verify(session, a, b, mine.threshold)[-1]
+    assert verdict.threshold == mine.threshold and "your 3 people" in demo.verify(session, a, b, mine.threshold)[2]
+    loaded, *_ = demo.load_calibration(Session(model), saved)
+    assert demo.verify(loaded, a, b, mine.threshold)[-1].decision == verdict.decision
+    back, text, _, slider = demo.reset_calibration(session)
+    assert back.calibration is None and slider.value == round(encoder.threshold, 3)
+
+
+def test_calibrate_from_the_gallery_and_what_it_refuses(demo, model, speech_clips, spk, tmp_path):
+    session = _enrolled(demo, model, speech_clips, spk)
+    calibrated, text, *_ = demo.calibrate(session, None, True, 5)
+    assert "your 2 people" in text and calibrated.gallery.names() == session.gallery.names()
+    bad_zip = tmp_path / "bad.zip"
+    bad_zip.write_bytes(b"not a zip")
+    one = Session(model)
+    cases = [
+        ((one, None, False, 5), "Upload a zip"),
+        ((one, bad_zip, False, 5), "Not a readable zip"),
+        ((one, people_zip({spk[0]: speech_clips[spk[0]]}, tmp_path / "one.zip"), False, 5), "at least 2 different"),
+        ((one, None, True, 5), "at least 2 different people"),  # nobody enrolled
+        ((one, None, True, 0), "percentage between 0 and 100"),
+    ]
+    for arguments, words in cases:
+        with pytest.raises(gr.Error) as excinfo:
+            demo.calibrate(*arguments)
+        assert words in message(excinfo)
+    not_ours = tmp_path / "other.safetensors"
+    not_ours.write_bytes(bytes(100))
+    with pytest.raises(gr.Error, match="Cannot use that calibration"):
+        demo.load_calibration(one, not_ours)
+
+
+def test_an_operators_calibration_serves_every_session(models, model, speech_clips, tmp_path):
+    own = Demo(models)
+    session, *_ = own.calibrate(Session(model), people_zip(speech_clips, tmp_path / "p.zip"), False, 5)
+    shared = Demo(models, calibration=session.calibration)
+    assert shared.encoder(Session(model)).adaptation.people == 3
+    assert shared.reset_calibration(Session(model))[1] == "Using the app's calibration."
