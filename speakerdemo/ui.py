@@ -402,7 +402,7 @@ class Demo:
         data = to_bytes(adapted)
         path = Path(tempfile.mkdtemp(prefix="speakerdemo-")) / "calibration.safetensors"
         path.write_bytes(data)
-        slider = gr.Slider(*threshold_range(adapted), value=round(adapted.threshold, 3))
+        slider = gr.Slider(*threshold_range(adapted), value=round(adapted.threshold, 3), label=threshold_label(adapted))
         report = adaptation_summary(adapted.adaptation, base.threshold)
         return replace(session, calibration=data), report, adaptation_figure(adapted.adaptation), str(path), slider
 
@@ -419,14 +419,14 @@ class Demo:
         except AdaptationError as err:
             raise gr.Error(f"Cannot use that calibration: {err}") from None
         report = adaptation_summary(adapted.adaptation, self.models.get(session.model).threshold)
-        slider = gr.Slider(*threshold_range(adapted), value=round(adapted.threshold, 3))
+        slider = gr.Slider(*threshold_range(adapted), value=round(adapted.threshold, 3), label=threshold_label(adapted))
         return replace(session, calibration=data), report, adaptation_figure(adapted.adaptation), slider
 
     def reset_calibration(self, session: Session) -> tuple[Session, str, go.Figure, gr.Slider]:
         """Back to the checkpoint's own calibration (or the operator's) for this session."""
         fresh = replace(session, calibration=None)
         encoder = self.encoder(fresh)
-        slider = gr.Slider(*threshold_range(encoder), value=round(encoder.threshold, 3))
+        slider = gr.Slider(*threshold_range(encoder), value=round(encoder.threshold, 3), label=threshold_label(encoder))
         text = "Using the model's own calibration." if encoder.adaptation is None else "Using the app's calibration."
         return fresh, text, go.Figure(), slider
 
@@ -466,8 +466,14 @@ class Demo:
         slider to the model's default and its score range."""
         fresh = Session(model)
         encoder = self.encoder(fresh)
-        slider = gr.Slider(*threshold_range(encoder), value=encoder.threshold)
+        slider = gr.Slider(*threshold_range(encoder), value=encoder.threshold, label=threshold_label(encoder))
         return (fresh, slider, read_model_card(self.models.choices[model]), *self.gallery_view(fresh))
+
+
+def threshold_label(encoder: SpeakerEncoder) -> str:
+    """The slider's label: what its default is."""
+    rule = encoder.calibration.rule if encoder.calibration is not None else "a neutral cosine, uncalibrated"
+    return f"Decision threshold (default: {rule})"
 
 
 def threshold_range(encoder: SpeakerEncoder) -> tuple[float, float]:
@@ -564,9 +570,7 @@ def _header(demo: Demo) -> Controls:
             value=round(encoder.threshold, 3),
             step=0.001,
             scale=4,
-            label="Decision threshold (default: "
-            + (encoder.calibration.rule if encoder.calibration is not None else "a neutral cosine")
-            + ")",
+            label=threshold_label(encoder),
         )
     return Controls(session, model, threshold)
 
@@ -593,7 +597,7 @@ def _verify_tab(demo: Demo, controls: Controls) -> None:
             spec_b = gr.Plot(label="Clip B: spectrogram and attention")
         with gr.Accordion("Why this score? Which stretches agree, and how good each clip is", open=True):
             with gr.Row():
-                agreement = gr.Plot(label="Stretch by stretch")
+                agreement = gr.Plot(label="Stretch by stretch", elem_id="verify-agreement")
                 quality = gr.Markdown(elem_id="verify-evidence")
     verified = verify_btn.click(
         demo.verify,
