@@ -59,12 +59,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
     parser.add_argument("--share", action="store_true", help="create a public gradio.live link")
     parser.add_argument("--gallery", type=Path, help="persistent gallery file shared by all sessions")
-    parser.add_argument(
-        "--calibration",
-        type=Path,
-        help="a calibration file (the Calibrate tab's download) that every session uses unless it makes its own",
-    )
-    add_model_options(parser)  # --model, --device, --backend, --max-seconds: as the command line takes them
+    # --model, --device, --backend, --max-seconds, --calibration: as the command line takes them; the
+    # calibration serves every session that does not make its own.
+    add_model_options(parser)
     return parser.parse_args()
 
 

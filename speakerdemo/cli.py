@@ -23,6 +23,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from .adapt import MAX_FILE_BYTES as MAX_CALIBRATION_BYTES
+from .adapt import AdaptationError, from_bytes, to_bytes
+from .archive import ArchiveError, people_from_zip
 from .atomic import atomic_write, atomic_write_bytes
 from .audio import AUDIO_SUFFIXES, MAX_SECONDS, AudioError
 from .checkpoint import BACKENDS, CHECKPOINTS_DIR, CONFIG_FILE, DEFAULT_MODEL, CheckpointError
@@ -30,6 +33,7 @@ from .conditions import DESCRIPTIONS, clip_condition
 from .diarize import diarize
 from .encoder import Embedding, SpeakerEncoder
 from .gallery import Gallery, GalleryError
+from .readout import adaptation_summary
 
 PROG = "speakerdemo"
 EMBED_BATCH_FILES = 16  # files per embed_batch call: the progress bar's step; the encoder bounds memory itself
@@ -77,6 +81,12 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-seconds", type=float, default=MAX_SECONDS, help="longest clip accepted (default: %(default)g)"
     )
+    parser.add_argument(
+        "--calibration",
+        type=Path,
+        metavar="FILE",
+        help="a calibration on your own people (`speakerdemo calibrate`, or the app's Calibrate tab download)",
+    )
 
 
 def load_encoder(args: argparse.Namespace) -> SpeakerEncoder:
@@ -91,7 +101,18 @@ def load_encoder(args: argparse.Namespace) -> SpeakerEncoder:
     shipped = CHECKPOINTS_DIR / args.model
     named = Path(args.model).name == args.model  # a bare name, not a path relative to where the user is
     source = str(shipped) if named and (shipped / CONFIG_FILE).is_file() else args.model
-    return SpeakerEncoder.from_pretrained(source, device=device, backend=args.backend)
+    calibration = getattr(args, "calibration", None)
+    if calibration is not None and not calibration.is_file():
+        raise UsageError(f"--calibration {calibration}: no such file")
+    encoder = SpeakerEncoder.from_pretrained(source, device=device, backend=args.backend)
+    if calibration is None:
+        return encoder
+    if calibration.stat().st_size > MAX_CALIBRATION_BYTES:
+        raise UsageError(f"--calibration {calibration}: larger than a calibration file can be")
+    try:
+        return from_bytes(encoder, calibration.read_bytes())
+    except AdaptationError as err:
+        raise UsageError(f"--calibration {calibration}: {err}") from None
 
 
 def existing_files(paths: Sequence[str]) -> list[Path]:
@@ -442,6 +463,44 @@ def run_diarize(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# ---------------------------------------------------------------------- calibrate
+def add_calibrate_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("people", metavar="DIR|ZIP", help="one folder of clips per person (a folder or a zip of them)")
+    parser.add_argument(
+        "--output", "-o", required=True, type=Path, metavar="FILE", help="the calibration file to write"
+    )
+    parser.add_argument(
+        "--target-far", type=float, default=0.05, help="different-person pairs let through (default: %(default)g)"
+    )
+
+
+def run_calibrate(args: argparse.Namespace) -> int:
+    """Calibrate on the user's own people (:meth:`SpeakerEncoder.adapt`); the file serves
+    verify, identify and diarize (--calibration) and the app (app.py --calibration, or its upload)."""
+    if getattr(args, "calibration", None) is not None:
+        raise UsageError("--calibration: calibrate starts from the model's own calibration; leave it out")
+    source = Path(args.people)
+    if args.output.is_dir() or not args.output.parent.is_dir():
+        raise UsageError(f"--output {args.output}: not a file in an existing folder")
+    if source.is_dir():
+        people = {
+            folder.name: sorted(str(f) for f in folder.iterdir() if f.suffix.lower() in AUDIO_SUFFIXES)
+            for folder in sorted(source.iterdir())
+            if folder.is_dir() and not folder.name.startswith(".")
+        }
+    elif source.is_file():
+        people = people_from_zip(str(source))
+    else:
+        raise UsageError(f"{source}: no such folder or zip")
+    encoder = load_encoder(args)
+    adapted = encoder.adapt(people, args.target_far)
+    atomic_write_bytes(args.output, to_bytes(adapted))
+    uses = f"verify, identify and diarize use it with --calibration {args.output}; app.py too."
+    print(adaptation_summary(adapted.adaptation, encoder.threshold, uses).replace("**", ""))
+    print(f"wrote {args.output}", file=sys.stderr)
+    return EXIT_OK
+
+
 # ---------------------------------------------------------------------- the command
 # name -> (add its arguments, run it, one line of help). A new command is one pair of functions and
 # one entry here.
@@ -451,6 +510,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[a
     "enroll": (add_enroll_arguments, run_enroll, "add a speaker's clips to a gallery file"),
     "identify": (add_identify_arguments, run_identify, "who of a gallery's speakers is speaking? (open set)"),
     "diarize": (add_diarize_arguments, run_diarize, "who spoke when in a recording (named from a gallery)"),
+    "calibrate": (add_calibrate_arguments, run_calibrate, "calibrate on clips of your own people (a folder each)"),
 }
 
 
@@ -470,7 +530,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (UsageError, AudioError, GalleryError, CheckpointError) as err:
+    except (UsageError, AudioError, GalleryError, CheckpointError, AdaptationError, ArchiveError) as err:
         fail(str(err))
     except KeyboardInterrupt:
         fail("interrupted", 130)

@@ -201,15 +201,17 @@ def diarization_summary(result: Diarization) -> str:
     return f"{found}.\n\nTalk time: {shares}."
 
 
-def adaptation_summary(report: Adaptation, base_threshold: float) -> str:
-    """What calibrating on the user's people measured and what it changes, in words."""
+APP_USES = "Verify, Identify and Who spoke when now use it in this browser session; download it to use it again."
+
+
+def adaptation_summary(report: Adaptation, base_threshold: float, uses: str = APP_USES) -> str:
+    """What calibrating on the user's people measured, and ``uses``: where it now applies."""
     far_low, far_high = report.far_interval
     same_pairs, other_pairs = len(report.same_scores), len(report.other_scores)
     frr = float((report.same_scores < report.threshold).mean())
     lines = [
         f"**Calibrated on your {report.people} people** ({report.clips} clips: {same_pairs} same-person and "
-        f"{other_pairs} different-person pairs). Verify, Identify and Who spoke when now use it in this browser "
-        "session; download it to use it again.",
+        f"{other_pairs} different-person pairs). {uses}",
         f"Threshold **{report.threshold:.3f}** (the model's own: {base_threshold:.3f}): at it, about "
         f"{100 * report.target_far:g} % of your different-person pairs pass (with other people of your setting, "
         f"somewhere between {100 * far_low:.0f} and {100 * far_high:.0f} %: a bootstrap over your people) and "

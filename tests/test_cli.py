@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from speakerdemo.adapt import from_bytes
 from speakerdemo.audio import SAMPLE_RATE
 from speakerdemo.cli import main
 from speakerdemo.conditions import clip_condition
@@ -236,7 +237,7 @@ def test_a_corrupt_gallery_is_refused_and_left_alone(capsys, speech_clips, spk, 
 
 
 def test_help_lists_the_commands_and_says_npz_only(capsys):
-    for command in ("embed", "verify", "enroll", "identify"):
+    for command in ("embed", "verify", "enroll", "identify", "diarize", "calibrate"):
         result = run_main(capsys, command, "--help")
         assert result.returncode == 0 and "--model" in result.stdout and "exit status" in result.stdout
     assert "no parquet" in run_main(capsys, "embed", "--help").stdout
@@ -277,3 +278,36 @@ def test_diarize_refuses_silence_naming_the_file(tmp_path, model):
     silent = tmp_path / "quiet.wav"
     sf.write(silent, np.zeros(5 * SAMPLE_RATE, np.float32), SAMPLE_RATE)
     assert_one_line_error(speakerdemo("diarize", silent, *model), "quiet.wav")
+
+
+# ---------------------------------------------------------------------- calibrate
+def test_calibrate_a_folder_then_verify_and_identify_with_it(tmp_path, model, encoder, speech_clips, spk):
+    """A folder per person (links to the shared clips) -> a calibration file that verify and
+    identify then judge with, as the app would with the same file."""
+    root = tmp_path / "people"
+    for speaker, clips in speech_clips.items():
+        (root / speaker).mkdir(parents=True)
+        for clip in clips[:2]:
+            (root / speaker / clip.name).symlink_to(clip)
+    saved = tmp_path / "mine.safetensors"
+    result = speakerdemo("calibrate", root, "--output", saved, *model)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("Calibrated on your 3 people (6 clips: 3 same-person and 12 different-person")
+    adapted = from_bytes(encoder, saved.read_bytes())
+    result = speakerdemo("verify", *speech_clips[spk[0]][2:4], "--json", "--calibration", saved, *model)
+    answer = json.loads(result.stdout)
+    assert answer["threshold"] == pytest.approx(adapted.threshold) and "your 3 people" in answer["calibration_trials"]
+    assert answer["decision"] == adapted.verify(*speech_clips[spk[0]][2:4]).decision
+    other = tmp_path / "other.safetensors"
+    other.write_bytes(b"junk")
+    assert_one_line_error(speakerdemo("verify", *speech_clips[spk[0]][2:4], "--calibration", other, *model), "Not a")
+
+
+def test_calibrate_refuses_too_few_people(capsys, tmp_path, speech_clips, spk, model):
+    root = tmp_path / "one"
+    (root / spk[0]).mkdir(parents=True)
+    for clip in speech_clips[spk[0]][:2]:
+        (root / spk[0] / clip.name).symlink_to(clip)
+    result = speakerdemo("calibrate", root, "--output", tmp_path / "x.safetensors", *model)
+    assert_one_line_error(result, "at least 2 different people")
+    assert not (tmp_path / "x.safetensors").exists()
