@@ -82,6 +82,11 @@ class Verdict:
         return self.decision == SAME
 
 
+def decision_in(band: tuple[float, float], score: float) -> str:
+    """SAME at or above the band, DIFFERENT below it, UNCERTAIN inside."""
+    return SAME if score >= band[1] else DIFFERENT if score < band[0] else UNCERTAIN
+
+
 def curve_for(calibration: Calibration | None, kind: str | None) -> Calibration | None:
     """The calibration of a kind of clip where the checkpoint measured it, else the pooled one."""
     if calibration is None:
@@ -183,7 +188,7 @@ def judge(
         far, frr = curve.rates_at(threshold)
         slope, offset = llr_line(curve)
         llr = slope * score + offset
-    decision = SAME if score >= band[1] else DIFFERENT if score < band[0] else UNCERTAIN
+    decision = decision_in(band, score)
     reasons, advice = list(clip_reasons), list(clip_advice)
     high_far = far is not None and far > TARGET_FAR + FAR_SLACK
     if high_far:

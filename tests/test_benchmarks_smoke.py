@@ -108,6 +108,15 @@ def test_diarization(checkpoint: Path) -> None:
 
 
 @needs_data
+def test_verdict(trained_checkpoint: Path) -> None:
+    """The decision benchmark needs a calibrated checkpoint: the trained one."""
+    out = run("verdict", "--checkpoint", str(trained_checkpoint))
+    for table in ("Verify: the uncertain band", "Adapted on the dev half", "Identify: enrolled people found"):
+        assert table in out
+    assert "| speechocean762 | 20 |" in out and "| speechcommands |" in out
+
+
+@needs_data
 def test_app_latency(checkpoint: Path) -> None:
     out = run("app_latency", "--checkpoint", str(checkpoint))
     assert "| verify " in out and "| identify " in out
