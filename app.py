@@ -1,7 +1,7 @@
 """speakerdemo web app: ``python app.py [--model M] [--port N] [--share] [--gallery FILE] [--calibration FILE]``.
 
 Parses arguments, loads the shared state (``speakerdemo.app_state``), builds the UI from
-``speakerdemo.ui`` and launches it. Nothing else, but for one process setting
+``speakerdemo.layout`` and launches it. Nothing else, but for one process setting
 (``limit_malloc_arenas``).
 """
 
@@ -19,7 +19,8 @@ from speakerdemo.adapt import AdaptationError, from_bytes
 from speakerdemo.app_state import Models, SharedGallery, available_checkpoints
 from speakerdemo.checkpoint import CHECKPOINTS_DIR
 from speakerdemo.cli import add_model_options
-from speakerdemo.ui import MAX_UPLOAD_MB, Demo, build_demo
+from speakerdemo.layout import build_demo
+from speakerdemo.ui import MAX_UPLOAD_MB, Demo
 
 CHECKPOINTS = CHECKPOINTS_DIR  # a module attribute, so that a test can point the app at another folder
 QUEUE_CONCURRENCY = 2  # requests run at once; more queue up (one CPU request already uses both cores)

@@ -25,10 +25,11 @@ from speakerdemo.audio import SAMPLE_RATE, AudioError
 from speakerdemo.conditions import DESCRIPTIONS, DETECTED, PHONE, WIDEBAND, clip_condition
 from speakerdemo.encoder import SPEECH_COLLAR_SECONDS
 from speakerdemo.gallery import Gallery
+from speakerdemo.layout import build_demo
 from speakerdemo.plots import MAX_PLOT_FRAMES, NONTARGET_COLOUR, SPEECH_FILL, TARGET_COLOUR
 from speakerdemo.readout import verdict_readout
 from speakerdemo.scoring import Calibration, cosine
-from speakerdemo.ui import Demo, Session, build_demo, threshold_range
+from speakerdemo.ui import Demo, Session, threshold_range
 from speakerdemo.verdict import judge
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
