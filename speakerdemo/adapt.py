@@ -229,8 +229,10 @@ def _refuse_alike(encoder: SpeakerEncoder, vectors: dict[str, np.ndarray]) -> No
     (mislabelled, or one person under two names): their pairs would teach the threshold that
     strangers sound alike. "Nearly": within ALIKE_SHARE of the gap between the less consistent of
     the two's own level and the median level of two different people here (with two people
-    only, at that own level). Not the model's threshold: strangers of one setting, children of one
-    age for instance, may all score above it, which is what calibrating here is for. Measured on
+    only, at that own level), and at or above the model's threshold. The threshold alone would
+    not do: strangers of one setting, children of one age for instance, may all score above it,
+    which is what calibrating here is for; the own level alone neither: in noise one person's
+    clips score low with each other, and two close strangers may pass it. Measured on
     24 speechocean762 test speakers (3 clips each, 2026-12-06): no pair of different children
     came closer than 9 % of the gap; 20 of 24 children split into two "people" did.
     """
@@ -246,7 +248,7 @@ def _refuse_alike(encoder: SpeakerEncoder, vectors: dict[str, np.ndarray]) -> No
     for (a, b), mean in cross.items():
         own = min(within[a], within[b])
         level = own if len(cross) == 1 else own - ALIKE_SHARE * (own - typical)
-        if mean >= level:
+        if mean >= max(level, encoder.threshold):
             raise AdaptationError(
                 f"{a!r} and {b!r} sound like one speaker (their clips score {mean:.2f} with each other on average, "
                 f"{own:.2f} within the less consistent of the two): give clips of different people, one folder or "
