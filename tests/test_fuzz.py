@@ -400,11 +400,13 @@ def good_clip() -> tuple[int, np.ndarray]:
 
 
 def check_verify(result: tuple, demo: Demo) -> None:
-    """A verdict, a detected kind of clip, and a finite score in the range the scoring allows: a
+    """A Verdict, a detected kind of clip, and a finite score in the range the scoring allows: a
     cosine less at most the largest shift, or, normalised against a cohort, a cosine s in [-1, 1]
     with each clip's mean at least the floor m and spread at least the floor d, so that
     (s - mean) / spread lies in [-2 / d, (1 - m) / d]."""
-    spec_a, spec_b, report, dist, kind, score = result
+    spec_a, spec_b, report, dist, verdict = result
+    kind, score = verdict.kind, verdict.score
+    assert verdict.decision in ("same", "different", "uncertain") and math.isfinite(verdict.llr or 0.0)
     encoder = demo.models.get(None)
     calibration, cohort = encoder.calibration, encoder.cohort
     shift = max(map(abs, calibration.shifts.values()), default=0.0) if calibration else 0.0
