@@ -34,9 +34,10 @@ import safetensors.numpy
 
 from .audio import AudioError
 from .cohort import Cohort
+from .conditions import cohort_matrix
 from .encoder import Embedding, SpeakerEncoder
 from .metrics import compute_eer, threshold_at_far
-from .scoring import Calibration, cosine, snorm
+from .scoring import Calibration
 
 MIN_PEOPLE = 2
 MIN_CLIPS = 2
@@ -238,10 +239,10 @@ def _refuse_alike(encoder: SpeakerEncoder, vectors: dict[str, np.ndarray]) -> No
     """
     within = {}
     for name, v in vectors.items():
-        scores = _scores(encoder.cohort, v, v)
+        scores = cohort_matrix(encoder.cohort, v, v)
         within[name] = float(scores[np.triu_indices(len(v), 1)].mean())
     cross = {
-        (a, b): float(_scores(encoder.cohort, va, vb).mean())
+        (a, b): float(cohort_matrix(encoder.cohort, va, vb).mean())
         for (a, va), (b, vb) in itertools.combinations(vectors.items(), 2)
     }
     typical = float(np.median(list(cross.values())))
@@ -254,15 +255,6 @@ def _refuse_alike(encoder: SpeakerEncoder, vectors: dict[str, np.ndarray]) -> No
                 f"{own:.2f} within the less consistent of the two): give clips of different people, one folder or "
                 "name each."
             )
-
-
-def _scores(cohort: Cohort | None, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(len(a), len(b)) scores normalised against ``cohort`` (plain cosines without one)."""
-    cos = np.atleast_2d(cosine(a, b))
-    if cohort is None:
-        return cos
-    (ma, sa), (mb, sb) = cohort.stats(a), cohort.stats(b)
-    return snorm(cos, (ma[:, None], sa[:, None]), (mb[None, :], sb[None, :]))
 
 
 def _pair_scores(
@@ -280,11 +272,11 @@ def _pair_scores(
 
     same = []
     for name, v in vectors.items():
-        scores = _scores(cohort_without(name), v, v)
+        scores = cohort_matrix(cohort_without(name), v, v)
         same.extend(scores[np.triu_indices(len(v), 1)].tolist())
     other, owners = [], []
     for (a, va), (b, vb) in itertools.combinations(vectors.items(), 2):
-        scores = _scores(cohort_without(a, b), va, vb).ravel().tolist()
+        scores = cohort_matrix(cohort_without(a, b), va, vb).ravel().tolist()
         other.extend(scores)
         owners.extend([(a, b)] * len(scores))
     return np.asarray(same), np.asarray(other), owners

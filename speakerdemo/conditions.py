@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from numpy.typing import ArrayLike
 
+from .cohort import Cohort
 from .encoder import Embedding, SpeakerEncoder
 from .scoring import cosine, snorm
 
@@ -121,12 +122,18 @@ def pair_score(encoder: SpeakerEncoder, a: Embedding, b: Embedding) -> tuple[str
 
 def score_matrix(encoder: SpeakerEncoder, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """(len(a), len(b)) scores of every row of ``a`` against every row of ``b`` (unit vectors), as
-    :meth:`SpeakerEncoder.pair_scores` makes each: the cosine, normalised against the checkpoint's
-    cohort when it has one; one matrix product, each vector meeting the cohort once."""
+    :meth:`SpeakerEncoder.pair_scores` makes each: :func:`cohort_matrix` on the checkpoint's cohort."""
+    return cohort_matrix(encoder.cohort, a, b)
+
+
+def cohort_matrix(cohort: Cohort | None, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(len(a), len(b)) cosines normalised against ``cohort`` (plain cosines without one); one
+    matrix product, each vector meeting the cohort once. Calibrating on a user's people scores
+    against cohorts that leave some of them out, hence the cohort as an argument."""
     cos = np.atleast_2d(cosine(a, b))
-    if encoder.cohort is None:
+    if cohort is None:
         return cos
-    (ma, sa), (mb, sb) = encoder.cohort.stats(a), encoder.cohort.stats(b)
+    (ma, sa), (mb, sb) = cohort.stats(a), cohort.stats(b)
     return snorm(cos, (ma[:, None], sa[:, None]), (mb[None, :], sb[None, :]))
 
 

@@ -251,6 +251,11 @@ class SpeechWindows:
         """Each window's centre, in seconds from the start of the recording."""
         return np.array([(a + b) / 2 / self.sample_rate for a, b in self.spans])
 
+    @property
+    def cluster_margin(self) -> float:
+        """The margin measured for this kind of recording (CLUSTER_MARGIN, or CLUSTER_MARGINS)."""
+        return CLUSTER_MARGINS.get(self.kind(WINDOW_SECONDS), CLUSTER_MARGIN)
+
     def kind(self, seconds: float) -> str:
         """The kind of clip (speakerdemo.conditions) a stretch of ``seconds`` of this recording is:
         band and noise are the recording's, the length the stretch's."""
@@ -288,9 +293,8 @@ def cluster_windows(
     the average score between clusters clears ``threshold`` (default: the checkpoint's) plus
     ``cluster_margin`` (default: the one measured for the kind of recording)."""
     threshold = encoder.threshold if threshold is None else float(threshold)
-    if cluster_margin is None:
-        cluster_margin = CLUSTER_MARGINS.get(windows.kind(WINDOW_SECONDS), CLUSTER_MARGIN)
-    return _cluster(encoder, windows.vectors, speakers, threshold + cluster_margin)
+    margin = windows.cluster_margin if cluster_margin is None else cluster_margin
+    return _cluster(encoder, windows.vectors, speakers, threshold + margin)
 
 
 def diarize(

@@ -21,7 +21,7 @@ import numpy as np
 
 from .audio import HOP_SECONDS, detect_speech
 from .conditions import NOISY_RANGE_DB, PHONE_BAND_DB, score_matrix
-from .diarize import CLUSTER_MARGIN, CLUSTER_MARGINS, WINDOW_SECONDS, SpeechWindows, cluster_windows, speech_windows
+from .diarize import SpeechWindows, cluster_windows, speech_windows
 from .encoder import CLIP_LEVEL, SpeakerEncoder
 
 __all__ = ["ClipEvidence", "WindowMap", "clip_evidence", "cohesion", "snr_db", "window_map"]
@@ -147,8 +147,8 @@ def window_map(
     """Which stretches of two clips agree: window-by-window scores and the level of agreement
     (``threshold``, default the checkpoint's, plus the cluster margin for the harder clip's kind)."""
     threshold = encoder.threshold if threshold is None else float(threshold)
-    margins = [CLUSTER_MARGINS.get(w.kind(WINDOW_SECONDS), CLUSTER_MARGIN) for w in (a, b)]
-    return WindowMap(a.centres, b.centres, score_matrix(encoder, a.vectors, b.vectors), threshold + max(margins))
+    margin = max(a.cluster_margin, b.cluster_margin)
+    return WindowMap(a.centres, b.centres, score_matrix(encoder, a.vectors, b.vectors), threshold + margin)
 
 
 def cohesion(encoder: SpeakerEncoder, new: Sequence[np.ndarray], enrolled: np.ndarray | None = None) -> np.ndarray:
